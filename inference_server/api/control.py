@@ -1,0 +1,98 @@
+"""The control plane under ``/api/v1``: what Home Assistant and operators read and change.
+
+Versioned separately from the OpenAI surface; the OpenAPI document served here is the contract
+the integration's client is tested against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from inference_server.discovery import API_VERSION
+from inference_server.node import NODE_KEY
+from inference_server.security.middleware import public, requires
+
+routes = web.RouteTableDef()
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    text = resources.files("inference_server.api").joinpath("openapi.json").read_text("utf-8")
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+@routes.get("/api/v1/openapi.json")
+@public
+async def openapi(request: web.Request) -> web.Response:
+    """Public like /health: a client needs the contract before it has a token."""
+    return web.json_response(openapi_document())
+
+
+@routes.get("/api/v1/status")
+@requires("reader")
+async def status(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    engine = node.engine
+    state = engine.state
+    slots = engine.slots()
+    models = await engine.models()
+    return web.json_response(
+        {
+            "node_id": node.node_id,
+            "version": node.version,
+            "api_version": API_VERSION,
+            "started_at": node.started_at,
+            "uptime_seconds": round(node.uptime_seconds, 3),
+            "ready": state.ready,
+            "state": state.status,
+            "reason": state.reason,
+            "default_model": node.settings.models.default,
+            "models": [_model(m) for m in models],
+            "slots": {
+                "total": len(slots),
+                "busy": sum(1 for s in slots if s.busy),
+                "detail": [dataclasses.asdict(s) for s in slots],
+            },
+            "queue": {
+                "depth": engine.queue_depth(),
+                "capacity": node.settings.models.queue_size,
+            },
+        }
+    )
+
+
+def _model(info: Any) -> dict[str, Any]:
+    data = dataclasses.asdict(info)
+    data.pop("chat_template", None)
+    data["has_chat_template"] = info.chat_template is not None
+    return data
+
+
+@routes.get("/api/v1/models")
+@requires("reader")
+async def models(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    return web.json_response(
+        {
+            "default": node.settings.models.default,
+            "max_loaded": node.settings.models.max_loaded,
+            "models": [_model(m) for m in await node.engine.models()],
+        }
+    )
+
+
+@routes.post("/api/v1/models/{model_id}/reload")
+@requires("operator")
+async def reload_model(request: web.Request) -> web.Response:
+    """Load (or unload and load again) a model; answers when it is ready to serve."""
+    node = request.app[NODE_KEY]
+    model_id = request.match_info["model_id"]
+    info = await node.engine.reload(model_id)
+    return web.json_response(_model(info))

@@ -1,0 +1,387 @@
+"""The OpenAI-compatible surface: ``/v1/chat/completions``, ``/v1/completions``,
+``/v1/embeddings`` and ``/v1/models``.
+
+Anything that speaks OpenAI (the official SDKs, Home Assistant's integrations, LangChain) can use
+the node unchanged. Streaming follows OpenAI's SSE framing exactly (``data: {...}`` chunks, a
+final ``data: [DONE]``); an error after the first byte is sent as an ``error`` chunk because the
+status line is already gone.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from inference_server.api.errors import ApiError, from_backend
+from inference_server.api.validation import (
+    CHAT_SCHEMA,
+    COMPLETION_SCHEMA,
+    EMBEDDINGS_SCHEMA,
+    read_json,
+    validate,
+)
+from inference_server.backends.base import (
+    BackendError,
+    FinishEvent,
+    GenerationRequest,
+    SamplingParams,
+    TokenEvent,
+)
+from inference_server.chat import ChatFormatError, PreparedChat, prepare_chat
+from inference_server.node import NODE_KEY, Node
+from inference_server.security.middleware import requires
+
+_LOGGER = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Call:
+    """What one generation route needs besides the engine request: how to shape its output."""
+
+    object_id: str
+    created: int
+    model: str
+    stream: bool
+    include_usage: bool
+
+
+def _sampling(node: Node, body: dict[str, Any], *, grammar: str | None) -> SamplingParams:
+    temperature = body.get("temperature")
+    top_p = body.get("top_p")
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    return SamplingParams(
+        max_tokens=max_tokens or node.settings.models.max_tokens_default,
+        temperature=1.0 if temperature is None else temperature,
+        top_p=1.0 if top_p is None else top_p,
+        stop=tuple(body.get("stop") or ()),
+        seed=body.get("seed"),
+        grammar=grammar,
+    )
+
+
+def _call(node: Node, body: dict[str, Any], prefix: str) -> _Call:
+    options = body.get("stream_options") or {}
+    return _Call(
+        object_id=f"{prefix}-{uuid.uuid4().hex}",
+        created=int(time.time()),
+        model=body.get("model") or node.settings.models.default,
+        stream=bool(body.get("stream")),
+        include_usage=bool(options.get("include_usage")),
+    )
+
+
+def _usage(finish: FinishEvent) -> dict[str, int]:
+    return {
+        "prompt_tokens": finish.usage.prompt_tokens,
+        "completion_tokens": finish.usage.completion_tokens,
+        "total_tokens": finish.usage.total_tokens,
+    }
+
+
+def _timings(finish: FinishEvent) -> dict[str, float]:
+    """llama-server's timings block: lets a client see where the time went."""
+    return {
+        "queue_ms": round(finish.queue_seconds * 1000, 3),
+        "prompt_ms": round(finish.prompt_seconds * 1000, 3),
+        "predicted_ms": round(finish.generation_seconds * 1000, 3),
+    }
+
+
+async def _generate(
+    node: Node, engine_request: GenerationRequest
+) -> AsyncIterator[TokenEvent | FinishEvent]:
+    """The engine's events, with metrics recorded once the generation finishes."""
+    async with aclosing(node.engine.generate(engine_request)) as events:
+        async for event in events:
+            if isinstance(event, FinishEvent):
+                node.metrics.observe_generation(engine_request.model, event)
+            yield event
+
+
+async def _collect(node: Node, engine_request: GenerationRequest) -> tuple[str, FinishEvent]:
+    parts: list[str] = []
+    finish: FinishEvent | None = None
+    async for event in _generate(node, engine_request):
+        if isinstance(event, TokenEvent):
+            parts.append(event.text)
+        else:
+            finish = event
+    if finish is None:  # pragma: no cover - the engine contract guarantees a FinishEvent
+        raise ApiError(500, "The engine ended without finishing", type_="server_error")
+    return "".join(parts), finish
+
+
+class _SSE:
+    """Server-sent events in OpenAI's framing."""
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+        self.response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+
+    async def start(self) -> None:
+        await self.response.prepare(self._request)
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        await self.response.write(b"data: " + data.encode() + b"\n\n")
+
+    async def done(self) -> None:
+        await self.response.write(b"data: [DONE]\n\n")
+        await self.response.write_eof()
+
+
+async def _stream(
+    request: web.Request,
+    node: Node,
+    engine_request: GenerationRequest,
+    make_chunk: Callable[[str | None, str | None], dict[str, Any]],
+    call: _Call,
+    first: dict[str, Any] | None = None,
+) -> web.StreamResponse:
+    """Drive one streamed generation.
+
+    The response starts only once the engine has produced its first event, so queue-full,
+    unknown-model and prompt-too-long errors still get a proper status code. A client that goes
+    away raises ConnectionResetError on write; leaving the ``async with`` closes the engine
+    iterator, which frees the slot at once.
+    """
+    sse = _SSE(request)
+    async with aclosing(_generate(node, engine_request)) as events:
+        started = False
+        try:
+            async for event in events:
+                if not started:
+                    await sse.start()
+                    started = True
+                    if first is not None:
+                        await sse.send(first)
+                if isinstance(event, TokenEvent):
+                    if event.text:
+                        await sse.send(make_chunk(event.text, None))
+                    continue
+                final = make_chunk(None, event.finish_reason)
+                final["timings"] = _timings(event)
+                await sse.send(final)
+                if call.include_usage:
+                    usage_chunk = make_chunk(None, None)
+                    usage_chunk["choices"] = []
+                    usage_chunk["usage"] = _usage(event)
+                    await sse.send(usage_chunk)
+        except BackendError as err:
+            if not started:
+                raise
+            await sse.send(from_backend(err).body())
+        except ConnectionResetError:
+            _LOGGER.debug("Client went away mid-stream; generation stopped")
+            return sse.response
+    await sse.done()
+    return sse.response
+
+
+@routes.post("/v1/completions")
+@requires("operator")
+async def completions(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    body = validate(COMPLETION_SCHEMA, await read_json(request))
+    prompt = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
+    call = _call(node, body, "cmpl")
+    engine_request = GenerationRequest(
+        model=call.model,
+        prompt=prompt,
+        params=_sampling(node, body, grammar=None),
+        timeout=node.settings.models.request_timeout,
+    )
+
+    def chunk(text: str | None, finish_reason: str | None) -> dict[str, Any]:
+        return {
+            "id": call.object_id,
+            "object": "text_completion",
+            "created": call.created,
+            "model": call.model,
+            "choices": [
+                {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+
+    if call.stream:
+        return await _stream(request, node, engine_request, chunk, call)
+    text, finish = await _collect(node, engine_request)
+    result = chunk(text, finish.finish_reason)
+    result["usage"] = _usage(finish)
+    result["timings"] = _timings(finish)
+    return web.json_response(result)
+
+
+async def _prepare(node: Node, body: dict[str, Any], model: str) -> PreparedChat:
+    info = await node.engine.chat_info(model)
+    try:
+        return prepare_chat(
+            body,
+            info,
+            template_override=node.settings.models.chat_template,
+        )
+    except ChatFormatError as err:
+        raise ApiError(400, str(err), param=err.param) from err
+
+
+@routes.post("/v1/chat/completions")
+@requires("operator")
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    body = validate(CHAT_SCHEMA, await read_json(request))
+    call = _call(node, body, "chatcmpl")
+    prepared = await _prepare(node, body, call.model)
+    params = _sampling(node, body, grammar=prepared.grammar)
+    engine_request = GenerationRequest(
+        model=call.model,
+        prompt=prepared.prompt,
+        params=SamplingParams(
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            stop=(*params.stop, *prepared.stop),
+            seed=params.seed,
+            grammar=params.grammar,
+        ),
+        timeout=node.settings.models.request_timeout,
+        add_bos=prepared.add_bos,
+    )
+
+    def chunk(text: str | None, finish_reason: str | None) -> dict[str, Any]:
+        delta: dict[str, Any] = {} if text is None else {"content": text}
+        return {
+            "id": call.object_id,
+            "object": "chat.completion.chunk",
+            "created": call.created,
+            "model": call.model,
+            "system_fingerprint": node.fingerprint,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+
+    if call.stream and not prepared.uses_tools:
+        first = chunk(None, None)
+        first["choices"][0]["delta"] = {"role": "assistant", "content": ""}
+        return await _stream(request, node, engine_request, chunk, call, first=first)
+
+    text, finish = await _collect(node, engine_request)
+    message, finish_reason = prepared.parse_output(text, finish.finish_reason)
+    if call.stream:
+        # Tool calls are only known once the whole output has been parsed; send the parsed
+        # message as one delta so streaming clients still get OpenAI's tool_calls shape.
+        return await _stream_parsed(request, call, node, message, finish_reason, finish)
+    return web.json_response(
+        {
+            "id": call.object_id,
+            "object": "chat.completion",
+            "created": call.created,
+            "model": call.model,
+            "system_fingerprint": node.fingerprint,
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+            ],
+            "usage": _usage(finish),
+            "timings": _timings(finish),
+        }
+    )
+
+
+async def _stream_parsed(
+    request: web.Request,
+    call: _Call,
+    node: Node,
+    message: dict[str, Any],
+    finish_reason: str,
+    finish: FinishEvent,
+) -> web.StreamResponse:
+    sse = _SSE(request)
+    await sse.start()
+    base = {
+        "id": call.object_id,
+        "object": "chat.completion.chunk",
+        "created": call.created,
+        "model": call.model,
+        "system_fingerprint": node.fingerprint,
+    }
+    delta = dict(message)
+    if delta.get("tool_calls"):
+        delta["tool_calls"] = [
+            {"index": i, **tool_call} for i, tool_call in enumerate(delta["tool_calls"])
+        ]
+    await sse.send(
+        {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}
+    )
+    await sse.send(
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}],
+            "timings": _timings(finish),
+        }
+    )
+    if call.include_usage:
+        await sse.send({**base, "choices": [], "usage": _usage(finish)})
+    await sse.done()
+    return sse.response
+
+
+@routes.post("/v1/embeddings")
+@requires("operator")
+async def embeddings(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    body = validate(EMBEDDINGS_SCHEMA, await read_json(request))
+    model = body.get("model") or node.settings.models.default
+    inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
+    result = await node.engine.embed(model, inputs)
+    node.metrics.observe_embedding(model, result.prompt_tokens)
+    as_base64 = body.get("encoding_format") == "base64"
+    data = [
+        {
+            "object": "embedding",
+            "index": i,
+            "embedding": (
+                base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() if as_base64 else v
+            ),
+        }
+        for i, v in enumerate(result.vectors)
+    ]
+    return web.json_response(
+        {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+        }
+    )
+
+
+@routes.get("/v1/models")
+@requires("reader")
+async def list_models(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    models = await node.engine.models()
+    return web.json_response(
+        {
+            "object": "list",
+            "data": [
+                {"id": m.id, "object": "model", "created": node.started_at, "owned_by": "prime-spark"}
+                for m in models
+            ],
+        }
+    )

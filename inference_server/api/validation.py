@@ -1,0 +1,165 @@
+"""Request bodies validated with voluptuous into plain dicts, errors naming the field.
+
+OpenAI clients send many optional fields; unknown ones are tolerated (SDKs add new ones every
+release) but every field we read is checked here, so handlers work on trusted values and a wrong
+type becomes a 400 that says which field and why.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import voluptuous as vol
+from aiohttp import web
+
+from inference_server.api.errors import ApiError
+
+
+def _float_range(minimum: float, maximum: float) -> vol.All:
+    return vol.All(
+        vol.Any(int, float, msg="expected a number"),
+        vol.Coerce(float),
+        vol.Range(min=minimum, max=maximum),
+    )
+
+
+def _int_range(minimum: int, maximum: int | None = None) -> vol.All:
+    return vol.All(
+        vol.Any(vol.All(int, vol.Not(bool)), msg="expected an integer"),
+        vol.Range(min=minimum, max=maximum),
+    )
+
+
+def _stop(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        if len(value) > 4:
+            raise vol.Invalid("at most 4 stop sequences are allowed")
+        return [v for v in value if v]
+    raise vol.Invalid("expected a string or a list of strings")
+
+
+def _unsupported_unless(default: Any, what: str) -> vol.Any:
+    """Fields we do not implement are accepted only at their no-op value, never ignored."""
+    return vol.Any(None, default, msg=f"{what} is not supported by this server")
+
+
+def _penalty(value: Any) -> float:
+    number = _float_range(-2.0, 2.0)(value)
+    if number != 0:
+        raise vol.Invalid("presence and frequency penalties are not supported (use 0)")
+    return float(number)
+
+
+SAMPLING: dict[Any, Any] = {
+    vol.Optional("model"): vol.Any(None, vol.All(str, vol.Length(min=1, max=256))),
+    vol.Optional("max_tokens"): vol.Any(None, _int_range(1)),
+    vol.Optional("temperature"): vol.Any(None, _float_range(0.0, 2.0)),
+    vol.Optional("top_p"): vol.Any(None, _float_range(0.0, 1.0)),
+    vol.Optional("stop"): _stop,
+    vol.Optional("seed"): vol.Any(None, _int_range(-(2**63), 2**63 - 1)),
+    vol.Optional("stream"): vol.Any(None, bool, msg="expected a boolean"),
+    vol.Optional("stream_options"): vol.Any(
+        None, {vol.Optional("include_usage"): vol.Any(bool, msg="expected a boolean")}
+    ),
+    vol.Optional("n"): _unsupported_unless(1, "n other than 1"),
+    vol.Optional("logprobs"): _unsupported_unless(False, "logprobs"),
+    vol.Optional("top_logprobs"): _unsupported_unless(0, "top_logprobs"),
+    vol.Optional("presence_penalty"): vol.Any(None, _penalty),
+    vol.Optional("frequency_penalty"): vol.Any(None, _penalty),
+    vol.Optional("user"): vol.Any(None, str),
+}
+
+CHAT_SCHEMA = vol.Schema(
+    {
+        **SAMPLING,
+        vol.Required("messages"): vol.All(list, vol.Length(min=1, msg="at least one message")),
+        vol.Optional("max_completion_tokens"): vol.Any(None, _int_range(1)),
+        vol.Optional("response_format"): vol.Any(None, dict, msg="expected an object"),
+        vol.Optional("tools"): vol.Any(None, list, msg="expected a list of tools"),
+        vol.Optional("tool_choice"): vol.Any(None, str, dict, msg="expected a string or object"),
+        vol.Optional("parallel_tool_calls"): vol.Any(None, bool),
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+
+COMPLETION_SCHEMA = vol.Schema(
+    {
+        **SAMPLING,
+        vol.Required("prompt"): vol.Any(
+            str,
+            vol.All([str], vol.Length(min=1, max=1)),
+            msg="expected a string (or a list holding one string)",
+        ),
+        vol.Optional("echo"): _unsupported_unless(False, "echo"),
+        vol.Optional("best_of"): _unsupported_unless(1, "best_of other than 1"),
+        vol.Optional("suffix"): _unsupported_unless("", "suffix"),
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+
+EMBEDDINGS_SCHEMA = vol.Schema(
+    {
+        vol.Optional("model"): vol.Any(None, vol.All(str, vol.Length(min=1, max=256))),
+        vol.Required("input"): vol.Any(
+            vol.All(str, vol.Length(min=1, msg="the input must not be empty")),
+            vol.All(
+                [vol.All(str, vol.Length(min=1, msg="an input must not be empty"))],
+                vol.Length(min=1, max=256, msg="between 1 and 256 inputs"),
+            ),
+            msg="expected a non-empty string or a list of non-empty strings",
+        ),
+        vol.Optional("encoding_format"): vol.In(("float", "base64")),
+        vol.Optional("dimensions"): _unsupported_unless(None, "dimensions"),
+        vol.Optional("user"): vol.Any(None, str),
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+
+
+def _param(error: vol.Invalid) -> str:
+    parts: list[str] = []
+    for part in error.path:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        else:
+            parts.append(("." if parts else "") + str(part))
+    return "".join(parts)
+
+
+def validate(schema: vol.Schema, data: Any) -> dict[str, Any]:
+    """Run a schema; the first error becomes a 400 naming the field (OpenAI's ``param``)."""
+    if not isinstance(data, dict):
+        raise ApiError(400, "The request body must be a JSON object", code="invalid_body")
+    try:
+        result: dict[str, Any] = schema(data)
+    except vol.MultipleInvalid as err:
+        first = err.errors[0]
+        param = _param(first)
+        message = first.error_message or str(first)
+        if message == "required key not provided":
+            message = "is required"
+        elif message == "extra keys not allowed":
+            message = "is not a known field"
+        raise ApiError(
+            400, f"{param}: {message}" if param else message, param=param or None
+        ) from err
+    return result
+
+
+async def read_json(request: web.Request) -> Any:
+    """Parse the body; malformed JSON is the client's mistake (400), not ours."""
+    if not request.can_read_body:
+        raise ApiError(400, "The request needs a JSON body", code="invalid_body")
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        detail = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8"
+        raise ApiError(
+            400, f"The request body is not valid JSON: {detail}", code="invalid_json"
+        ) from err

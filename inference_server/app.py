@@ -1,0 +1,105 @@
+"""Builds the aiohttp application: middlewares, routes, and the node's lifecycle.
+
+The server starts answering at once (``/health`` says 503 "loading" while the default model is
+assembled and loaded in the background) so supervisors and HA see a live process, not a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp_cors
+from aiohttp import web
+
+from inference_server.api import control, health, openai
+from inference_server.api.errors import error_middleware
+from inference_server.config import Settings
+from inference_server.discovery import Advertiser
+from inference_server.metrics import METRICS_KEY, Metrics, metrics_middleware
+from inference_server.models.registry import ModelRegistry
+from inference_server.node import NODE_KEY, Node, resolve_node_id
+from inference_server.security.auth import Authenticator, bootstrap_admin_token
+from inference_server.security.middleware import (
+    AUTHENTICATOR_KEY,
+    RATE_LIMITER_KEY,
+    auth_middleware,
+)
+from inference_server.security.ratelimit import RateLimiter
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+        client_max_size=settings.server.max_body_bytes,
+    )
+    node_id = resolve_node_id(settings)
+    metrics = Metrics()
+    metrics.info.info({"node_id": node_id, "version": _version()})
+    registry = engine or ModelRegistry(settings)
+    metrics.attach_engine(registry.slots, registry.queue_depth, registry.loaded_model_ids)
+    node = Node(settings=settings, node_id=node_id, engine=registry, metrics=metrics)
+    app[NODE_KEY] = node
+    app[METRICS_KEY] = metrics
+    bootstrap = bootstrap_admin_token(settings.security, settings.server.data_dir)
+    app[AUTHENTICATOR_KEY] = Authenticator(
+        settings.security, (bootstrap,) if bootstrap is not None else ()
+    )
+    app[RATE_LIMITER_KEY] = RateLimiter(settings.security.rate_limit_per_minute)
+    for table in (openai.routes, control.routes, health.routes):
+        app.router.add_routes(table)
+    _setup_cors(app, settings)
+    app.cleanup_ctx.append(_engine_lifecycle)
+    if settings.discovery.enabled:
+        app.cleanup_ctx.append(_discovery_lifecycle)
+    return app
+
+
+def _version() -> str:
+    from inference_server import __version__
+
+    return __version__
+
+
+def _setup_cors(app: web.Application, settings: Settings) -> None:
+    """CORS stays off unless origins are listed: browsers must not reach a home AI by default."""
+    if not settings.server.cors_origins:
+        return
+    options = aiohttp_cors.ResourceOptions(
+        allow_credentials=False,
+        allow_headers=("Authorization", "Content-Type"),
+        expose_headers=("Retry-After",),
+        max_age=600,
+    )
+    cors = aiohttp_cors.setup(
+        app, defaults={origin: options for origin in settings.server.cors_origins}
+    )
+    for route in list(app.router.routes()):
+        cors.add(route)
+
+
+async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    node = app[NODE_KEY]
+    task = asyncio.create_task(node.engine.start(), name="prime-spark-load-default-model")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await node.engine.close()
+
+
+async def _discovery_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    node = app[NODE_KEY]
+    advertiser = Advertiser(
+        node_id=node.node_id,
+        host=node.settings.server.host,
+        port=node.settings.server.port,
+        instance_name=node.settings.discovery.instance_name,
+    )
+    await advertiser.start()
+    yield
+    await advertiser.stop()

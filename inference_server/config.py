@@ -1,0 +1,282 @@
+"""One typed settings object, from a YAML file plus ``PRIME_SPARK_*`` environment variables.
+
+The server refuses to start on a bad value, and the message names the key and what is allowed:
+an add-on user reads it in the log and must know which option to fix. Environment variables use
+``__`` to reach into sections (``PRIME_SPARK_SERVER__PORT=9000``) and win over the file, so a
+container can override one value without rewriting the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import voluptuous as vol
+import yaml
+
+ENV_PREFIX = "PRIME_SPARK_"
+ENV_CONFIG_FILE = "PRIME_SPARK_CONFIG"
+DEFAULT_PORT = 8780
+DEFAULT_MODEL_ID = "gemma-3-270m"
+
+Role = Literal["admin", "operator", "reader"]
+ROLES: tuple[Role, ...] = ("admin", "operator", "reader")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; ``str()`` is the message a person reads."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    node_id: str | None = None
+    """Stable id of this node; generated once and kept in the data directory when unset."""
+    data_dir: Path = field(default_factory=lambda: default_data_dir())
+    log_level: str = "info"
+    cors_origins: tuple[str, ...] = ()
+    """CORS is off unless origins are listed here."""
+    max_body_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelSettings:
+    default: str = DEFAULT_MODEL_ID
+    """Model id served when a request names none (and the one loaded at start)."""
+    paths: tuple[Path, ...] = ()
+    """Extra GGUF files or directories of them; each file's stem becomes its model id."""
+    max_loaded: int = 2
+    """At most this many models stay in memory; the least recently used one unloads."""
+    slots: int = 4
+    """Sequences decoded together (continuous batching)."""
+    queue_size: int = 16
+    """Requests allowed to wait for a slot; one more gets HTTP 429."""
+    context_size: int = 2048
+    """Tokens of context per slot (prompt + completion)."""
+    threads: int | None = None
+    """CPU threads for decoding; ``None`` uses every core."""
+    batch_size: int = 512
+    request_timeout: float = 300.0
+    """Seconds a request may spend waiting plus generating before it is stopped (HTTP 504)."""
+    max_tokens_default: int = 512
+    chat_template: str | None = None
+    """Jinja chat template for models whose GGUF has none (the bundled Gemma gets Gemma's)."""
+    embeddings: bool = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ApiToken:
+    name: str
+    token: str
+    role: Role
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SecuritySettings:
+    api_tokens: tuple[ApiToken, ...] = ()
+    jwt_secret: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_audience: str | None = None
+    rate_limit_per_minute: int = 600
+    """Requests one token may make per minute; 0 turns the limit off."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DiscoverySettings:
+    enabled: bool = True
+    instance_name: str | None = None
+    """The zeroconf instance name; defaults to ``Prime Spark <node id>``."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/prime-spark``; the add-on sets ``/data`` explicitly."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "prime-spark"
+
+
+def _port(value: Any) -> int:
+    return vol.All(vol.Coerce(int), vol.Range(min=1, max=65535))(value)  # type: ignore[no-any-return]
+
+
+def _positive_int(minimum: int = 1, maximum: int | None = None) -> vol.All:
+    return vol.All(vol.Coerce(int), vol.Range(min=minimum, max=maximum))
+
+
+def _string_list(value: Any) -> list[str]:
+    """Accept a YAML list or a comma-separated string (the form an env variable takes)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return vol.Schema([str])(value)  # type: ignore[no-any-return]
+
+
+def _boolean(value: Any) -> bool:
+    return vol.Boolean()(value)  # type: ignore[no-any-return]
+
+
+def _token_list(value: Any) -> list[dict[str, Any]]:
+    """Tokens come as a list of mappings, or as JSON text from an environment variable."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise vol.Invalid(f"expected a JSON list of tokens ({err.msg})") from err
+    return vol.Schema([TOKEN_SCHEMA])(value)  # type: ignore[no-any-return]
+
+
+TOKEN_SCHEMA = vol.Schema(
+    {
+        vol.Required("name"): vol.All(str, vol.Length(min=1, max=64)),
+        vol.Required("token"): vol.All(
+            str, vol.Length(min=16, msg="a token must be at least 16 characters long")
+        ),
+        vol.Required("role"): vol.In(ROLES, msg=f"expected one of {', '.join(ROLES)}"),
+    }
+)
+
+SCHEMA = vol.Schema(
+    {
+        vol.Optional("server", default={}): {
+            vol.Optional("host"): vol.All(str, vol.Length(min=1)),
+            vol.Optional("port"): _port,
+            vol.Optional("node_id"): vol.All(
+                str, vol.Match(r"^[A-Za-z0-9_.-]{1,64}$", msg="expected 1-64 of A-Z a-z 0-9 _ . -")
+            ),
+            vol.Optional("data_dir"): vol.All(str, vol.Length(min=1)),
+            vol.Optional("log_level"): vol.All(
+                vol.Lower, vol.In(LOG_LEVELS, msg=f"expected one of {', '.join(LOG_LEVELS)}")
+            ),
+            vol.Optional("cors_origins"): _string_list,
+            vol.Optional("max_body_bytes"): _positive_int(1024),
+        },
+        vol.Optional("models", default={}): {
+            vol.Optional("default"): vol.All(str, vol.Length(min=1)),
+            vol.Optional("paths"): _string_list,
+            vol.Optional("max_loaded"): _positive_int(1, 16),
+            vol.Optional("slots"): _positive_int(1, 64),
+            vol.Optional("queue_size"): _positive_int(0, 10_000),
+            vol.Optional("context_size"): _positive_int(128, 1_048_576),
+            vol.Optional("threads"): vol.Any(None, _positive_int(1, 256)),
+            vol.Optional("batch_size"): _positive_int(1, 65_536),
+            vol.Optional("request_timeout"): vol.All(vol.Coerce(float), vol.Range(min=0.1)),
+            vol.Optional("max_tokens_default"): _positive_int(1, 1_048_576),
+            vol.Optional("chat_template"): vol.Any(None, str),
+            vol.Optional("embeddings"): _boolean,
+        },
+        vol.Optional("security", default={}): {
+            vol.Optional("api_tokens"): _token_list,
+            vol.Optional("jwt_secret"): vol.Any(
+                None, vol.All(str, vol.Length(min=32, msg="a JWT secret needs 32+ characters"))
+            ),
+            vol.Optional("jwt_algorithms"): vol.All(
+                _string_list, [vol.In(("HS256", "HS384", "HS512"))]
+            ),
+            vol.Optional("jwt_audience"): vol.Any(None, str),
+            vol.Optional("rate_limit_per_minute"): _positive_int(0),
+        },
+        vol.Optional("discovery", default={}): {
+            vol.Optional("enabled"): _boolean,
+            vol.Optional("instance_name"): vol.Any(None, vol.All(str, vol.Length(min=1, max=63))),
+        },
+    }
+)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``PRIME_SPARK_SECTION__KEY=value`` → ``{"section": {"key": "value"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
+            continue
+        section, sep, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if not sep or not key:
+            raise ConfigError(
+                f"{name}: environment settings take the form PRIME_SPARK_<SECTION>__<KEY>, "
+                "e.g. PRIME_SPARK_SERVER__PORT"
+            )
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    merged = dict(base)
+    for section, values in overrides.items():
+        current = merged.get(section) or {}
+        if not isinstance(current, dict):
+            current = {}
+        merged[section] = {**current, **values}
+    return merged
+
+
+def _describe(error: vol.Invalid) -> str:
+    key = ".".join(str(part) for part in error.path) or "(top level)"
+    message = error.error_message or str(error)
+    if message.startswith("extra keys not allowed"):
+        message = "unknown setting"
+    return f"{key}: {message}"
+
+
+def load_settings(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Read, merge (file < environment < explicit overrides), validate and type the settings."""
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get(ENV_CONFIG_FILE):
+        path = Path(environ[ENV_CONFIG_FILE])
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigError(f"cannot read the settings file {path}: {err.strerror}") from err
+        except yaml.YAMLError as err:
+            raise ConfigError(f"the settings file {path} is not valid YAML: {err}") from err
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"the settings file {path} must hold a mapping of sections")
+        raw = loaded or {}
+    raw = _merge(raw, _env_overrides(environ))
+    if overrides:
+        raw = _merge(raw, overrides)
+    try:
+        data: dict[str, dict[str, Any]] = SCHEMA(raw)
+    except vol.MultipleInvalid as err:
+        problems = sorted({_describe(e) for e in err.errors})
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from err
+    return _build(data)
+
+
+def _build(data: dict[str, dict[str, Any]]) -> Settings:
+    server = dict(data["server"])
+    if "data_dir" in server:
+        server["data_dir"] = Path(server["data_dir"]).expanduser()
+    if "cors_origins" in server:
+        server["cors_origins"] = tuple(server["cors_origins"])
+    models = dict(data["models"])
+    if "paths" in models:
+        models["paths"] = tuple(Path(p).expanduser() for p in models["paths"])
+    security = dict(data["security"])
+    if "api_tokens" in security:
+        security["api_tokens"] = tuple(ApiToken(**t) for t in security["api_tokens"])
+    if "jwt_algorithms" in security:
+        security["jwt_algorithms"] = tuple(security["jwt_algorithms"])
+    return Settings(
+        server=ServerSettings(**server),
+        models=ModelSettings(**models),
+        security=SecuritySettings(**security),
+        discovery=DiscoverySettings(**data["discovery"]),
+    )

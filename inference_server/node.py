@@ -1,0 +1,71 @@
+"""The running node: its identity, settings, engine and metrics, shared by every route.
+
+One object on the application (``app[NODE_KEY]``) instead of module globals, so a test can run
+two nodes in one process and a route reads everything through a typed key.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from inference_server import __version__
+from inference_server.config import Settings
+from inference_server.metrics import Metrics
+from inference_server.models.registry import ModelRegistry
+
+NODE_ID_FILE = "node_id"
+_NODE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def resolve_node_id(settings: Settings) -> str:
+    """The configured id, else one generated at first start and kept in the data directory.
+
+    Home Assistant uses it as the config entry's unique id, so it must survive restarts,
+    upgrades and address changes.
+    """
+    if settings.server.node_id:
+        return settings.server.node_id
+    path: Path = settings.server.data_dir / NODE_ID_FILE
+    if path.exists():
+        stored = path.read_text(encoding="utf-8").strip()
+        if _NODE_ID.match(stored):
+            return stored
+    settings.server.data_dir.mkdir(parents=True, exist_ok=True)
+    node_id = f"ps-{secrets.token_hex(4)}"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(node_id + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return node_id
+
+
+@dataclass(kw_only=True)
+class Node:
+    settings: Settings
+    node_id: str
+    engine: ModelRegistry
+    metrics: Metrics
+    started_at: int = field(default_factory=lambda: int(time.time()))
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+    @property
+    def version(self) -> str:
+        return __version__
+
+    @property
+    def fingerprint(self) -> str:
+        """OpenAI's system_fingerprint: which build and node answered."""
+        return f"prime-spark-{__version__}-{self.node_id}"
+
+    @property
+    def uptime_seconds(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+
+NODE_KEY: Final = web.AppKey("node", Node)

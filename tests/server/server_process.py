@@ -1,0 +1,123 @@
+"""Runs the real ``prime-spark-server`` as a subprocess on a free loopback port for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+JWT_SECRET = "a-test-only-jwt-secret-that-is-long-enough"
+TOKENS = {
+    "admin": "admin-token-0123456789abcdef",
+    "operator": "operator-token-0123456789abcdef",
+    "reader": "reader-token-0123456789abcdef",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """A server with its own data dir and settings; ``start()`` waits until /health says ready."""
+
+    def __init__(self, tmp: Path, settings: dict[str, Any], *, name: str = "server") -> None:
+        self.port = free_port()
+        self.data_dir = tmp / name
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        base: dict[str, Any] = {
+            "server": {"host": "127.0.0.1", "port": self.port, "data_dir": str(self.data_dir)},
+            "security": {
+                "api_tokens": [
+                    {"name": role, "token": token, "role": role} for role, token in TOKENS.items()
+                ],
+                "rate_limit_per_minute": 0,
+                "jwt_secret": JWT_SECRET,
+            },
+            "discovery": {"enabled": False},
+        }
+        for section, values in settings.items():
+            base.setdefault(section, {}).update(values)
+        self.config_path = self.data_dir / "settings.yaml"
+        self.config_path.write_text(yaml.safe_dump(base), encoding="utf-8")
+        self.log_path = self.data_dir / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 240.0) -> ServerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PRIME_SPARK_")}
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "inference_server", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = TOKENS["admin"],
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], Any]:
+        """A plain HTTP call (stdlib), returning status, headers and the decoded JSON body."""
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        for key, value in (headers or {}).items():
+            request.add_header(key, value)
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                status, got_headers, payload = response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as err:
+            status, got_headers, payload = err.code, dict(err.headers), err.read()
+        content_type = got_headers.get("Content-Type", "")
+        decoded: Any = json.loads(payload) if "json" in content_type else payload.decode()
+        return status, got_headers, decoded

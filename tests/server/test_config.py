@@ -1,0 +1,76 @@
+"""Settings: file < environment < overrides, and every bad value named with what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inference_server.config import ConfigError, load_settings
+
+
+def test_defaults_need_nothing() -> None:
+    settings = load_settings(environ={})
+    assert settings.server.port == 8780
+    assert settings.server.host == "127.0.0.1"
+    assert settings.models.default == "gemma-3-270m"
+    assert settings.server.cors_origins == ()
+    assert settings.discovery.enabled
+
+
+def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("server:\n  port: 9001\n  log_level: DEBUG\nmodels:\n  slots: 2\n")
+    env = {
+        "PRIME_SPARK_CONFIG": str(path),
+        "PRIME_SPARK_SERVER__PORT": "9002",
+        "PRIME_SPARK_SERVER__CORS_ORIGINS": "http://a, http://b",
+        "PRIME_SPARK_SECURITY__API_TOKENS": '[{"name": "ha", "token": "0123456789abcdef0", "role": "operator"}]',
+        "PRIME_SPARK_DISCOVERY__ENABLED": "off",
+    }
+    settings = load_settings(environ=env, overrides={"models": {"slots": 3}})
+    assert settings.server.port == 9002
+    assert settings.server.log_level == "debug"
+    assert settings.server.cors_origins == ("http://a", "http://b")
+    assert settings.models.slots == 3
+    assert settings.security.api_tokens[0].role == "operator"
+    assert settings.discovery.enabled is False
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PRIME_SPARK_SERVER__PORT": "eighty"}, "server.port: expected int"),
+        ({"PRIME_SPARK_SERVER__PORT": "70000"}, "server.port: value must be at most 65535"),
+        ({"PRIME_SPARK_MODELS__SLOTS": "0"}, "models.slots: value must be at least 1"),
+        ({"PRIME_SPARK_SERVER__LOG_LEVEL": "loud"}, "server.log_level: expected one of debug"),
+        ({"PRIME_SPARK_SERVER__COLOUR": "red"}, "server.colour: unknown setting"),
+        ({"PRIME_SPARK_PORT": "1"}, "PRIME_SPARK_PORT: environment settings take the form"),
+        ({"PRIME_SPARK_SECURITY__JWT_SECRET": "short"}, "security.jwt_secret: a JWT secret needs 32+"),
+        (
+            {"PRIME_SPARK_SECURITY__API_TOKENS": '[{"name": "x", "token": "short", "role": "admin"}]'},
+            "security.api_tokens.0.token: a token must be at least 16",
+        ),
+        (
+            {"PRIME_SPARK_SECURITY__API_TOKENS": '[{"name": "x", "token": "0123456789abcdef", "role": "god"}]'},
+            "security.api_tokens.0.role: expected one of admin, operator, reader",
+        ),
+        ({"PRIME_SPARK_SECURITY__API_TOKENS": "[oops"}, "expected a JSON list of tokens"),
+    ],
+)
+def test_bad_values_name_the_key(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(environ=env)
+    assert message in str(err.value)
+
+
+def test_bad_file(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("server: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(path, environ={})
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_settings(path, environ={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.yaml", environ={})
