@@ -82,7 +82,7 @@ class GenerationRequest:
     timeout: float | None = None
     """Seconds for queue wait plus generation; ``None`` takes the engine's configured default."""
     add_bos: bool = True
-    """Prepend BOS when the model wants it; chat templates that write ``<bos>`` themselves set False."""
+    """Prepend BOS when the model wants it; templates that write ``<bos>`` themselves set False."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -145,6 +145,23 @@ class ModelInfo:
     chat_template: str | None = None
     """The GGUF's own Jinja chat template, when it ships one (only known once loaded)."""
     architecture: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TokenizerInfo:
+    """What the chat layer needs to render a prompt for one model's vocabulary.
+
+    A template that writes ``<bos>`` itself must send ``add_bos=False``, or the model sees two.
+    """
+
+    add_bos: bool
+    """The model wants a BOS token in front of every prompt."""
+    bos_token: str | None
+    eos_token: str | None
+    eot_token: str | None
+    """End-of-turn token text (``<end_of_turn>`` for Gemma), when the vocabulary has one."""
+    chat_template: str | None
+    """The GGUF's own Jinja chat template (``tokenizer.chat_template``), if it ships one."""
 
 
 @runtime_checkable

