@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator
 import aiohttp_cors
 from aiohttp import web
 
+from inference_server import __version__
 from inference_server.api import control, health, openai
 from inference_server.api.errors import error_middleware
 from inference_server.config import Settings
 from inference_server.discovery import Advertiser
+from inference_server.events import StateWatcher
 from inference_server.metrics import METRICS_KEY, Metrics, metrics_middleware
 from inference_server.models.registry import ModelRegistry
 from inference_server.node import NODE_KEY, Node, resolve_node_id
@@ -28,6 +30,7 @@ from inference_server.security.middleware import (
     auth_middleware,
 )
 from inference_server.security.ratelimit import RateLimiter
+from inference_server.stats import STATS_KEY
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -39,12 +42,18 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
     )
     node_id = resolve_node_id(settings)
     metrics = Metrics()
-    metrics.info.info({"node_id": node_id, "version": _version()})
+    metrics.info.info({"node_id": node_id, "version": __version__})
     registry = engine or ModelRegistry(settings)
-    metrics.attach_engine(registry.slots, registry.queue_depth, registry.loaded_model_ids)
+    metrics.attach_engine(
+        registry.slots,
+        registry.queue_depth,
+        registry.loaded_model_ids,
+        registry.generated_tokens_total,
+    )
     node = Node(settings=settings, node_id=node_id, engine=registry, metrics=metrics)
     app[NODE_KEY] = node
     app[METRICS_KEY] = metrics
+    app[STATS_KEY] = node.stats
     bootstrap = bootstrap_admin_token(settings.security, settings.server.data_dir)
     app[AUTHENTICATOR_KEY] = Authenticator(
         settings.security, (bootstrap,) if bootstrap is not None else ()
@@ -54,42 +63,45 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
         app.router.add_routes(table)
     _setup_cors(app, settings)
     app.cleanup_ctx.append(_engine_lifecycle)
+    app.on_shutdown.append(_close_event_streams)
     if settings.discovery.enabled:
         app.cleanup_ctx.append(_discovery_lifecycle)
     return app
-
-
-def _version() -> str:
-    from inference_server import __version__
-
-    return __version__
 
 
 def _setup_cors(app: web.Application, settings: Settings) -> None:
     """CORS stays off unless origins are listed: browsers must not reach a home AI by default."""
     if not settings.server.cors_origins:
         return
-    options = aiohttp_cors.ResourceOptions(
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=False,
         allow_headers=("Authorization", "Content-Type"),
         expose_headers=("Retry-After",),
         max_age=600,
     )
-    cors = aiohttp_cors.setup(
-        app, defaults={origin: options for origin in settings.server.cors_origins}
-    )
+    cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(settings.server.cors_origins, options))
     for route in list(app.router.routes()):
         cors.add(route)
 
 
 async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
     node = app[NODE_KEY]
-    task = asyncio.create_task(node.engine.start(), name="prime-spark-load-default-model")
+    watcher = StateWatcher(node.events, node.state_snapshot, node.stats_snapshot)
+    tasks = [
+        asyncio.create_task(node.engine.start(), name="prime-spark-load-default-model"),
+        asyncio.create_task(watcher.run(), name="prime-spark-state-watcher"),
+    ]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await node.engine.close()
+
+
+async def _close_event_streams(app: web.Application) -> None:
+    app[NODE_KEY].events.shutdown()
 
 
 async def _discovery_lifecycle(app: web.Application) -> AsyncIterator[None]:

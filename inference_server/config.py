@@ -28,6 +28,12 @@ ROLES: tuple[Role, ...] = ("admin", "operator", "reader")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/prime-spark``; the add-on sets ``/data`` explicitly."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "prime-spark"
+
+
 class ConfigError(ValueError):
     """A setting is invalid; ``str()`` is the message a person reads."""
 
@@ -38,7 +44,7 @@ class ServerSettings:
     port: int = DEFAULT_PORT
     node_id: str | None = None
     """Stable id of this node; generated once and kept in the data directory when unset."""
-    data_dir: Path = field(default_factory=lambda: default_data_dir())
+    data_dir: Path = field(default_factory=default_data_dir)
     log_level: str = "info"
     cors_origins: tuple[str, ...] = ()
     """CORS is off unless origins are listed here."""
@@ -102,12 +108,6 @@ class Settings:
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
 
 
-def default_data_dir() -> Path:
-    """``$XDG_DATA_HOME/prime-spark``; the add-on sets ``/data`` explicitly."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "prime-spark"
-
-
 def _port(value: Any) -> int:
     return vol.All(vol.Coerce(int), vol.Range(min=1, max=65535))(value)  # type: ignore[no-any-return]
 
@@ -135,6 +135,14 @@ def _token_list(value: Any) -> list[dict[str, Any]]:
         except json.JSONDecodeError as err:
             raise vol.Invalid(f"expected a JSON list of tokens ({err.msg})") from err
     return vol.Schema([TOKEN_SCHEMA])(value)  # type: ignore[no-any-return]
+
+
+def _jwt_secret(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) < 32:
+        raise vol.Invalid("a JWT secret needs 32+ characters (HS256 keys shorter are guessable)")
+    return value
 
 
 TOKEN_SCHEMA = vol.Schema(
@@ -178,9 +186,7 @@ SCHEMA = vol.Schema(
         },
         vol.Optional("security", default={}): {
             vol.Optional("api_tokens"): _token_list,
-            vol.Optional("jwt_secret"): vol.Any(
-                None, vol.All(str, vol.Length(min=32, msg="a JWT secret needs 32+ characters"))
-            ),
+            vol.Optional("jwt_secret"): _jwt_secret,
             vol.Optional("jwt_algorithms"): vol.All(
                 _string_list, [vol.In(("HS256", "HS384", "HS512"))]
             ),

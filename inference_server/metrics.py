@@ -13,11 +13,12 @@ from typing import Final
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from inference_server.api.errors import Handler
 from inference_server.backends.base import FinishEvent, SlotStatus
+from inference_server.stats import STATS_KEY
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
@@ -32,10 +33,12 @@ class _EngineCollector(Collector):
         slots: Callable[[], list[SlotStatus]],
         queue_depth: Callable[[], int],
         loaded_models: Callable[[], Iterable[str]],
+        generated_tokens: Callable[[], int],
     ) -> None:
         self._slots = slots
         self._queue_depth = queue_depth
         self._loaded_models = loaded_models
+        self._generated_tokens = generated_tokens
 
     def collect(self) -> Iterable[Metric]:
         slots = self._slots()
@@ -50,7 +53,12 @@ class _EngineCollector(Collector):
         )
         for model in self._loaded_models():
             loaded.add_metric([model], 1)
-        return [busy, total, queue, loaded]
+        generated = CounterMetricFamily(
+            "prime_spark_engine_generated_tokens",
+            "Tokens sampled by the engine, counted as they are produced (cancelled ones too)",
+        )
+        generated.add_metric([], self._generated_tokens())
+        return [busy, total, queue, loaded, generated]
 
 
 class Metrics:
@@ -109,8 +117,11 @@ class Metrics:
         slots: Callable[[], list[SlotStatus]],
         queue_depth: Callable[[], int],
         loaded_models: Callable[[], Iterable[str]],
+        generated_tokens: Callable[[], int],
     ) -> None:
-        self.registry.register(_EngineCollector(slots, queue_depth, loaded_models))
+        self.registry.register(
+            _EngineCollector(slots, queue_depth, loaded_models, generated_tokens)
+        )
 
     def observe_generation(self, model: str, finish: FinishEvent) -> None:
         self.tokens.labels(model, "prompt").inc(finish.usage.prompt_tokens)
@@ -131,7 +142,10 @@ METRICS_KEY: Final = web.AppKey("metrics", Metrics)
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every response under its route template (never the raw path: bounded labels)."""
+    """Count every response under its route template (never the raw path: bounded labels).
+
+    Inference routes (``/v1/...``) also feed the rolling window that HA's sensors show.
+    """
     start = time.perf_counter()
     status = 500
     try:
@@ -144,6 +158,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
+        elapsed = time.perf_counter() - start
         metrics = request.app[METRICS_KEY]
         metrics.requests.labels(route, request.method, str(status)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - start)
+        metrics.latency.labels(route).observe(elapsed)
+        if route.startswith("/v1/") and request.method == "POST":
+            request.app[STATS_KEY].record_request(elapsed, error=status >= 400)

@@ -6,19 +6,22 @@ two nodes in one process and a route reads everything through a typed key.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
 from inference_server import __version__
 from inference_server.config import Settings
+from inference_server.events import EventBus
 from inference_server.metrics import Metrics
 from inference_server.models.registry import ModelRegistry
+from inference_server.stats import RequestStats
 
 NODE_ID_FILE = "node_id"
 _NODE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -51,6 +54,8 @@ class Node:
     node_id: str
     engine: ModelRegistry
     metrics: Metrics
+    stats: RequestStats = field(default_factory=RequestStats)
+    events: EventBus = field(default_factory=EventBus)
     started_at: int = field(default_factory=lambda: int(time.time()))
     started_monotonic: float = field(default_factory=time.monotonic)
 
@@ -66,6 +71,23 @@ class Node:
     @property
     def uptime_seconds(self) -> float:
         return time.monotonic() - self.started_monotonic
+
+    def state_snapshot(self) -> dict[str, Any]:
+        """What an HA entity shows live; compared for equality to decide when to push."""
+        state = self.engine.state
+        slots = self.engine.slots()
+        return {
+            "ready": state.ready,
+            "state": state.status,
+            "reason": state.reason,
+            "loaded_models": sorted(self.engine.loaded_model_ids()),
+            "slots_busy": sum(1 for s in slots if s.busy),
+            "slots_total": len(slots),
+            "queue_depth": self.engine.queue_depth(),
+        }
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.stats.snapshot())
 
 
 NODE_KEY: Final = web.AppKey("node", Node)

@@ -6,6 +6,8 @@ the integration's client is tested against.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 from functools import cache
@@ -15,8 +17,9 @@ from typing import Any
 from aiohttp import web
 
 from inference_server.discovery import API_VERSION
+from inference_server.events import SHUTDOWN
 from inference_server.node import NODE_KEY
-from inference_server.security.middleware import public, requires
+from inference_server.security.middleware import PRINCIPAL_KEY, public, requires
 
 routes = web.RouteTableDef()
 
@@ -43,6 +46,7 @@ async def status(request: web.Request) -> web.Response:
     state = engine.state
     slots = engine.slots()
     models = await engine.models()
+    principal = request[PRINCIPAL_KEY]
     return web.json_response(
         {
             "node_id": node.node_id,
@@ -64,8 +68,60 @@ async def status(request: web.Request) -> web.Response:
                 "depth": engine.queue_depth(),
                 "capacity": node.settings.models.queue_size,
             },
+            "stats": node.stats_snapshot(),
+            "caller": {"name": principal.name, "role": principal.role},
         }
     )
+
+
+KEEPALIVE_SECONDS = 15.0
+
+
+@routes.get("/api/v1/events")
+@requires("reader")
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: a ``state`` snapshot at once, then every change as it happens.
+
+    A comment line every 15 s keeps proxies from closing an idle stream and lets the client
+    detect a dead connection. ``retry`` tells EventSource clients how soon to reconnect.
+    """
+    node = request.app[NODE_KEY]
+    subscription = node.events.subscribe()
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    try:
+        await response.write(b"retry: 2000\n\n")
+        await _send_event(response, 0, "state", node.state_snapshot())
+        await _send_event(response, 0, "stats", node.stats_snapshot())
+        while True:
+            try:
+                async with asyncio.timeout(KEEPALIVE_SECONDS):
+                    event = await subscription.queue.get()
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if event.type == SHUTDOWN:
+                break
+            if subscription.overflowed:
+                subscription.overflowed = False
+                await _send_event(response, event.id, "resync", node.state_snapshot())
+            await _send_event(response, event.id, event.type, event.data)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        subscription.close()
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
+async def _send_event(
+    response: web.StreamResponse, event_id: int, type_: str, data: dict[str, Any]
+) -> None:
+    payload = json.dumps(data, separators=(",", ":"))
+    await response.write(f"id: {event_id}\nevent: {type_}\ndata: {payload}\n\n".encode())
 
 
 def _model(info: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import logging
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -101,12 +101,15 @@ def _timings(finish: FinishEvent) -> dict[str, float]:
 
 async def _generate(
     node: Node, engine_request: GenerationRequest
-) -> AsyncIterator[TokenEvent | FinishEvent]:
+) -> AsyncGenerator[TokenEvent | FinishEvent]:
     """The engine's events, with metrics recorded once the generation finishes."""
     async with aclosing(node.engine.generate(engine_request)) as events:
         async for event in events:
             if isinstance(event, FinishEvent):
                 node.metrics.observe_generation(engine_request.model, event)
+                node.stats.record_generation(
+                    event.usage.completion_tokens, event.generation_seconds
+                )
             yield event
 
 
@@ -151,6 +154,7 @@ class _SSE:
 async def _stream(
     request: web.Request,
     node: Node,
+    *,
     engine_request: GenerationRequest,
     make_chunk: Callable[[str | None, str | None], dict[str, Any]],
     call: _Call,
@@ -222,7 +226,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
         }
 
     if call.stream:
-        return await _stream(request, node, engine_request, chunk, call)
+        return await _stream(
+            request, node, engine_request=engine_request, make_chunk=chunk, call=call
+        )
     text, finish = await _collect(node, engine_request)
     result = chunk(text, finish.finish_reason)
     result["usage"] = _usage(finish)
@@ -273,20 +279,31 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             "created": call.created,
             "model": call.model,
             "system_fingerprint": node.fingerprint,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
         }
 
     if call.stream and not prepared.uses_tools:
         first = chunk(None, None)
         first["choices"][0]["delta"] = {"role": "assistant", "content": ""}
-        return await _stream(request, node, engine_request, chunk, call, first=first)
+        return await _stream(
+            request, node, engine_request=engine_request, make_chunk=chunk, call=call, first=first
+        )
 
     text, finish = await _collect(node, engine_request)
     message, finish_reason = prepared.parse_output(text, finish.finish_reason)
     if call.stream:
         # Tool calls are only known once the whole output has been parsed; send the parsed
         # message as one delta so streaming clients still get OpenAI's tool_calls shape.
-        return await _stream_parsed(request, call, node, message, finish_reason, finish)
+        return await _stream_parsed(
+            request,
+            call=call,
+            node=node,
+            message=message,
+            finish_reason=finish_reason,
+            finish=finish,
+        )
     return web.json_response(
         {
             "id": call.object_id,
@@ -305,6 +322,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def _stream_parsed(
     request: web.Request,
+    *,
     call: _Call,
     node: Node,
     message: dict[str, Any],
@@ -331,7 +349,9 @@ async def _stream_parsed(
     await sse.send(
         {
             **base,
-            "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}],
+            "choices": [
+                {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}
+            ],
             "timings": _timings(finish),
         }
     )
@@ -380,7 +400,12 @@ async def list_models(request: web.Request) -> web.Response:
         {
             "object": "list",
             "data": [
-                {"id": m.id, "object": "model", "created": node.started_at, "owned_by": "prime-spark"}
+                {
+                    "id": m.id,
+                    "object": "model",
+                    "created": node.started_at,
+                    "owned_by": "prime-spark",
+                }
                 for m in models
             ],
         }

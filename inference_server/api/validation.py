@@ -16,19 +16,25 @@ from aiohttp import web
 from inference_server.api.errors import ApiError
 
 
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise vol.Invalid("expected a number")
+    return float(value)
+
+
 def _float_range(minimum: float, maximum: float) -> vol.All:
-    return vol.All(
-        vol.Any(int, float, msg="expected a number"),
-        vol.Coerce(float),
-        vol.Range(min=minimum, max=maximum),
-    )
+    return vol.All(_number, vol.Range(min=minimum, max=maximum))
+
+
+def _integer(value: Any) -> int:
+    """JSON integers only: ``true`` is not 1 and ``"3"`` is not 3 on this API."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise vol.Invalid("expected an integer")
+    return value
 
 
 def _int_range(minimum: int, maximum: int | None = None) -> vol.All:
-    return vol.All(
-        vol.Any(vol.All(int, vol.Not(bool)), msg="expected an integer"),
-        vol.Range(min=minimum, max=maximum),
-    )
+    return vol.All(_integer, vol.Range(min=minimum, max=maximum))
 
 
 def _stop(value: Any) -> list[str]:

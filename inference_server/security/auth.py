@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -22,7 +23,7 @@ from inference_server.config import ROLES, ApiToken, Role, SecuritySettings
 _LOGGER = logging.getLogger(__name__)
 
 ROLE_RANK: Final[dict[Role, int]] = {"reader": 0, "operator": 1, "admin": 2}
-BOOTSTRAP_TOKEN_FILE = "admin.token"
+BOOTSTRAP_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name, not a secret
 
 
 class AuthError(Exception):
@@ -99,8 +100,6 @@ class Authenticator:
 
 def issue_jwt(secret: str, subject: str, role: Role, ttl_seconds: int = 3600) -> str:
     """Mint a token for tools and tests; the server itself only verifies."""
-    import time
-
     now = int(time.time())
     payload = {"sub": subject, "role": role, "iat": now, "exp": now + ttl_seconds}
     return jwt.encode(payload, secret, algorithm="HS256")

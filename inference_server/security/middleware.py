@@ -34,7 +34,7 @@ def requires(role: Role) -> Callable[[F], F]:
     return mark
 
 
-def public(handler: F) -> F:
+def public[F: Callable[..., object]](handler: F) -> F:
     setattr(handler, _ROLE_ATTR, _PUBLIC)
     return handler
 

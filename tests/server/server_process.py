@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -21,6 +23,54 @@ TOKENS = {
     "operator": "operator-token-0123456789abcdef",
     "reader": "reader-token-0123456789abcdef",
 }
+
+
+SERVER_COMMAND_ENV = "PRIME_SPARK_SERVER_COMMAND"
+"""How to start the server when this Python cannot (a test lane without ``inference_server``).
+
+E.g. ``/path/to/repo/scripts/shell python -m inference_server``: split with shlex; ``--config
+FILE`` is appended. Such a command may be a wrapper (scripts/shell → bubblewrap → python), so
+signals go to its whole process group and a wait lasts until every process of it has exited.
+"""
+
+
+def server_command() -> tuple[list[str], bool]:
+    """The command that starts the server, and whether it came from ``SERVER_COMMAND_ENV``."""
+    if given := os.environ.get(SERVER_COMMAND_ENV, "").strip():
+        return shlex.split(given), True
+    return [sys.executable, "-m", "inference_server"], False
+
+
+class _GroupPopen(subprocess.Popen[bytes]):
+    """A process started in a session of its own, signalled and waited for as a process group.
+
+    bubblewrap neither forwards signals to the sandboxed process nor takes it down when killed.
+    """
+
+    def send_signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        returncode = super().wait(timeout)
+        while _group_alive(self.pid):
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
+            time.sleep(0.05)
+        return returncode
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies awaiting their reaper do not)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def free_port() -> int:
@@ -61,11 +111,14 @@ class ServerProcess:
     def start(self, timeout: float = 240.0) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PRIME_SPARK_")}
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "inference_server", "--config", str(self.config_path)],
+        command, wrapped = server_command()
+        popen = _GroupPopen if wrapped else subprocess.Popen
+        self.process = popen(
+            [*command, "--config", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            start_new_session=wrapped,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -115,7 +168,11 @@ class ServerProcess:
             request.add_header(key, value)
         try:
             with urllib.request.urlopen(request, timeout=120) as response:
-                status, got_headers, payload = response.status, dict(response.headers), response.read()
+                status, got_headers, payload = (
+                    response.status,
+                    dict(response.headers),
+                    response.read(),
+                )
         except urllib.error.HTTPError as err:
             status, got_headers, payload = err.code, dict(err.headers), err.read()
         content_type = got_headers.get("Content-Type", "")

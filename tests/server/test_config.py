@@ -46,13 +46,20 @@ def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
         ({"PRIME_SPARK_SERVER__LOG_LEVEL": "loud"}, "server.log_level: expected one of debug"),
         ({"PRIME_SPARK_SERVER__COLOUR": "red"}, "server.colour: unknown setting"),
         ({"PRIME_SPARK_PORT": "1"}, "PRIME_SPARK_PORT: environment settings take the form"),
-        ({"PRIME_SPARK_SECURITY__JWT_SECRET": "short"}, "security.jwt_secret: a JWT secret needs 32+"),
         (
-            {"PRIME_SPARK_SECURITY__API_TOKENS": '[{"name": "x", "token": "short", "role": "admin"}]'},
+            {"PRIME_SPARK_SECURITY__JWT_SECRET": "short"},
+            "security.jwt_secret: a JWT secret needs 32+",
+        ),
+        (
+            {
+                "PRIME_SPARK_SECURITY__API_TOKENS": '[{"name": "x", "token": "short", "role": "admin"}]'
+            },
             "security.api_tokens.0.token: a token must be at least 16",
         ),
         (
-            {"PRIME_SPARK_SECURITY__API_TOKENS": '[{"name": "x", "token": "0123456789abcdef", "role": "god"}]'},
+            {
+                "PRIME_SPARK_SECURITY__API_TOKENS": '[{"name": "x", "token": "0123456789abcdef", "role": "god"}]'
+            },
             "security.api_tokens.0.role: expected one of admin, operator, reader",
         ),
         ({"PRIME_SPARK_SECURITY__API_TOKENS": "[oops"}, "expected a JSON list of tokens"),

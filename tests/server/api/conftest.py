@@ -2,54 +2,55 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 
 from tests.server.server_process import TOKENS, ServerProcess
 
+MODELS = {"context_size": 1024, "max_tokens_default": 64}
 
-@pytest.fixture(scope="session")
-def model_section(bundled_model_path: Path) -> dict[str, object]:
-    """Point every test server at the one assembled GGUF instead of assembling it per server."""
-    return {
-        "paths": [str(bundled_model_path)],
-        "default": bundled_model_path.stem.lower(),
-        "context_size": 1024,
-        "max_tokens_default": 64,
-    }
+MakeServer = Callable[..., ServerProcess]
 
 
 @pytest.fixture(scope="session")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, model_section: dict[str, object]
-) -> Iterator[ServerProcess]:
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("api"), {"models": {**model_section, "slots": 4}}, name="main"
-    )
-    proc.start()
-    yield proc
-    proc.stop()
+def make_server(
+    tmp_path_factory: pytest.TempPathFactory, seed_data_dir: Callable[[Path], Path]
+) -> Iterator[MakeServer]:
+    """A server on the bundled model, hard-linked into its data dir (no assembly per server)."""
+    made: list[ServerProcess] = []
+
+    def make(settings: dict[str, Any] | None = None, name: str = "server") -> ServerProcess:
+        settings = dict(settings or {})
+        settings["models"] = {**MODELS, **settings.get("models", {})}
+        proc = ServerProcess(tmp_path_factory.mktemp(name), settings, name=name)
+        seed_data_dir(proc.data_dir)
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        proc.stop()
 
 
 @pytest.fixture(scope="session")
-def tight_server(
-    tmp_path_factory: pytest.TempPathFactory, model_section: dict[str, object]
-) -> Iterator[ServerProcess]:
+def server(make_server: MakeServer) -> ServerProcess:
+    return make_server({"models": {"slots": 4}}, name="main").start()
+
+
+@pytest.fixture(scope="session")
+def tight_server(make_server: MakeServer) -> ServerProcess:
     """One slot, no wait queue and 4 requests a minute: limits are easy to hit."""
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("tight"),
+    return make_server(
         {
-            "models": {**model_section, "slots": 1, "queue_size": 0},
+            "models": {"slots": 1, "queue_size": 0},
             "security": {"rate_limit_per_minute": 4},
         },
         name="tight",
-    )
-    proc.start()
-    yield proc
-    proc.stop()
+    ).start()
 
 
 @pytest.fixture

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
 
 from inference_server.discovery import SERVICE_TYPE
-from tests.server.server_process import ServerProcess
+from tests.server.api.conftest import MakeServer
 
 
 async def _browse(seconds: float) -> dict[str, dict[bytes, bytes | None]]:
@@ -31,10 +30,9 @@ async def _browse(seconds: float) -> dict[str, dict[bytes, bytes | None]]:
     return found
 
 
-async def test_advertises_node(tmp_path: Path, model_section: dict[str, object]) -> None:
-    proc = ServerProcess(
-        tmp_path,
-        {"models": model_section, "discovery": {"enabled": True, "instance_name": "Test Node"}},
+async def test_advertises_node(make_server: MakeServer) -> None:
+    proc = make_server(
+        {"discovery": {"enabled": True, "instance_name": "Test Node"}}, name="zeroconf"
     )
     await asyncio.to_thread(proc.start)
     try:
@@ -48,10 +46,8 @@ async def test_advertises_node(tmp_path: Path, model_section: dict[str, object])
     assert ours[b"port"] == str(proc.port).encode()
 
 
-async def test_discovery_can_be_off(tmp_path: Path, model_section: dict[str, object]) -> None:
-    proc = ServerProcess(
-        tmp_path, {"models": model_section, "discovery": {"instance_name": "Silent Node"}}
-    )
+async def test_discovery_can_be_off(make_server: MakeServer) -> None:
+    proc = make_server({"discovery": {"instance_name": "Silent Node"}}, name="silent")
     await asyncio.to_thread(proc.start)
     try:
         found = await _browse(1.5)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import jwt
 import pytest
 
 from inference_server.security.auth import issue_jwt
+from tests.server.api.conftest import MakeServer
 from tests.server.server_process import JWT_SECRET, ServerProcess
 
 
@@ -19,19 +19,30 @@ def test_jwt_roles(server: ServerProcess) -> None:
     status, _, body = server.request("POST", "/v1/completions", {"prompt": "x"}, token=reader)
     assert status == 403 and "operator" in body["error"]["message"]
     operator = issue_jwt(JWT_SECRET, "automation", "operator")
-    assert server.request("POST", "/v1/completions", {"prompt": "x", "max_tokens": 1}, token=operator)[0] == 200
+    assert (
+        server.request("POST", "/v1/completions", {"prompt": "x", "max_tokens": 1}, token=operator)[
+            0
+        ]
+        == 200
+    )
 
 
 @pytest.mark.parametrize(
     ("claims", "secret", "message"),
     [
         ({"sub": "x", "role": "admin", "exp": int(time.time()) - 10}, JWT_SECRET, "expired"),
-        ({"sub": "x", "role": "admin", "exp": int(time.time()) + 60}, "another-secret-of-the-right-length!!", "Invalid"),
-        ({"sub": "x", "role": "root", "exp": int(time.time()) + 60}, JWT_SECRET, "role"),
-        ({"role": "admin", "exp": int(time.time()) + 60}, JWT_SECRET, "sub"),
+        (
+            {"sub": "x", "role": "admin", "exp": int(time.time()) + 3600},
+            "another-secret-of-the-right-length!!",
+            "Invalid",
+        ),
+        ({"sub": "x", "role": "root", "exp": int(time.time()) + 3600}, JWT_SECRET, "role"),
+        ({"role": "admin", "exp": int(time.time()) + 3600}, JWT_SECRET, "sub"),
     ],
 )
-def test_bad_jwts(server: ServerProcess, claims: dict[str, object], secret: str, message: str) -> None:
+def test_bad_jwts(
+    server: ServerProcess, claims: dict[str, object], secret: str, message: str
+) -> None:
     token = jwt.encode(claims, secret, algorithm="HS256")
     status, _, body = server.request("GET", "/api/v1/status", token=token)
     assert status in (401, 403)
@@ -39,20 +50,16 @@ def test_bad_jwts(server: ServerProcess, claims: dict[str, object], secret: str,
 
 
 @pytest.fixture(scope="module")
-def cors_server(
-    tmp_path_factory: pytest.TempPathFactory, model_section: dict[str, object]
-) -> Iterator[ServerProcess]:
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("cors"),
-        {"models": model_section, "server": {"cors_origins": ["http://dashboard.local"]}},
-    )
-    proc.start()
-    yield proc
+def cors_server(make_server: MakeServer) -> Iterator[ServerProcess]:
+    proc = make_server({"server": {"cors_origins": ["http://dashboard.local"]}}, name="cors")
+    yield proc.start()
     proc.stop()
 
 
 def test_cors_off_by_default(server: ServerProcess) -> None:
-    _, headers, _ = server.request("GET", "/api/v1/status", headers={"Origin": "http://evil.example"})
+    _, headers, _ = server.request(
+        "GET", "/api/v1/status", headers={"Origin": "http://evil.example"}
+    )
     assert "Access-Control-Allow-Origin" not in headers
 
 
@@ -79,11 +86,9 @@ def test_cors_allow_list(cors_server: ServerProcess) -> None:
     assert headers["Access-Control-Allow-Origin"] == "http://dashboard.local"
 
 
-def test_bootstrap_admin_token(
-    tmp_path: Path, model_section: dict[str, object]
-) -> None:
+def test_bootstrap_admin_token(make_server: MakeServer) -> None:
     """No tokens configured: the server keeps a private admin token instead of running open."""
-    proc = ServerProcess(tmp_path, {"models": model_section})
+    proc = make_server(name="bootstrap")
     settings = proc.config_path.read_text().replace("api_tokens:", "unused_tokens:")
     proc.config_path.write_text(settings.replace("jwt_secret:", "unused_secret:"))
     # The two keys above are unknown settings now: prove they are refused with the key named.
@@ -93,7 +98,10 @@ def test_bootstrap_admin_token(
 
     result = subprocess.run(
         [sys.executable, "-m", "inference_server", "--config", str(proc.config_path)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert "security.unused_tokens: unknown setting" in result.stderr
