@@ -1,0 +1,73 @@
+"""The Prime Spark integration: a local AI node (LLM server) in Home Assistant."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from homeassistant.const import CONF_HOST, CONF_PORT, CONF_TOKEN, Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.typing import ConfigType
+
+from .client import PrimeSpark
+from .const import CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL, DOMAIN
+from .coordinator import (
+    PrimeSparkConfigEntry,
+    PrimeSparkEventListener,
+    PrimeSparkRuntimeData,
+    PrimeSparkStatusCoordinator,
+)
+from .intent import async_setup_status_sentences
+from .issues import async_delete_issues
+from .services import async_setup_services
+
+PLATFORMS = [Platform.BINARY_SENSOR, Platform.BUTTON, Platform.CONVERSATION, Platform.SENSOR]
+
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Set up what exists once for every node: the actions and the status sentences."""
+    async_setup_services(hass)
+    await async_setup_status_sentences(hass)
+    return True
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: PrimeSparkConfigEntry) -> bool:
+    """Set up Prime Spark from a config entry."""
+    client = PrimeSpark(
+        entry.data[CONF_HOST],
+        port=entry.data[CONF_PORT],
+        token=entry.data[CONF_TOKEN],
+        session=async_get_clientsession(hass),
+    )
+    coordinator = PrimeSparkStatusCoordinator(hass, entry, client)
+    # Unreachable -> ConfigEntryNotReady, 401 -> ConfigEntryAuthFailed (reauth).
+    await coordinator.async_config_entry_first_refresh()
+
+    entry.runtime_data = PrimeSparkRuntimeData(client=client, status_coordinator=coordinator)
+
+    entry.async_create_background_task(
+        hass,
+        PrimeSparkEventListener(hass, coordinator).async_run(),
+        name=f"Prime Spark {entry.title} event stream",
+    )
+    entry.async_on_unload(entry.add_update_listener(_async_options_updated))
+
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    return True
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: PrimeSparkConfigEntry) -> bool:
+    """Unload a config entry; the event stream task ends with it."""
+    if unloaded := await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
+        async_delete_issues(hass, entry)
+    return unloaded
+
+
+async def _async_options_updated(hass: HomeAssistant, entry: PrimeSparkConfigEntry) -> None:
+    """Apply changed options to the running entry (nothing here needs a reload)."""
+    entry.runtime_data.status_coordinator.async_set_fallback_interval(
+        timedelta(seconds=entry.options.get(CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL))
+    )

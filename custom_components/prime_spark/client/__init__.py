@@ -1,0 +1,67 @@
+"""A small async client for the Prime Spark node (python-wled style).
+
+Kept inside the integration because HACS installs no private packages; written so it could
+move to its own package unchanged: no Home Assistant imports in here.
+"""
+
+from .client import (
+    API_BASE,
+    DEFAULT_PORT,
+    SUPPORTED_API_VERSION,
+    ChatOptions,
+    PrimeSpark,
+)
+from .exceptions import (
+    PrimeSparkAuthenticationError,
+    PrimeSparkConnectionError,
+    PrimeSparkError,
+    PrimeSparkInvalidResponseError,
+    PrimeSparkPermissionError,
+    PrimeSparkResponseError,
+    PrimeSparkTimeoutError,
+)
+from .models import (
+    ChatCompletion,
+    ChatCompletionDelta,
+    ChatMessage,
+    ModelInfo,
+    ModelList,
+    NodeState,
+    ServerEvent,
+    StateEvent,
+    Stats,
+    StatsEvent,
+    Status,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+
+__all__ = [
+    "API_BASE",
+    "DEFAULT_PORT",
+    "SUPPORTED_API_VERSION",
+    "ChatCompletion",
+    "ChatCompletionDelta",
+    "ChatMessage",
+    "ChatOptions",
+    "ModelInfo",
+    "ModelList",
+    "NodeState",
+    "PrimeSpark",
+    "PrimeSparkAuthenticationError",
+    "PrimeSparkConnectionError",
+    "PrimeSparkError",
+    "PrimeSparkInvalidResponseError",
+    "PrimeSparkPermissionError",
+    "PrimeSparkResponseError",
+    "PrimeSparkTimeoutError",
+    "ServerEvent",
+    "StateEvent",
+    "Stats",
+    "StatsEvent",
+    "Status",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+]

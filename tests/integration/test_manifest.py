@@ -1,0 +1,92 @@
+"""Static checks of the integration's metadata: translations, icons, quality scale."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from custom_components.prime_spark.binary_sensor import BINARY_SENSORS
+from custom_components.prime_spark.button import BUTTONS
+from custom_components.prime_spark.sensor import SENSORS
+
+PACKAGE = Path(__file__).parents[2] / "custom_components" / "prime_spark"
+
+RULES = {
+    "bronze": [
+        "action-setup", "appropriate-polling", "brands", "common-modules", "config-flow",
+        "config-flow-test-coverage", "dependency-transparency", "docs-actions",
+        "docs-conditions", "docs-high-level-description", "docs-installation-instructions",
+        "docs-removal-instructions", "docs-triggers", "entity-event-setup", "entity-unique-id",
+        "has-entity-name", "runtime-data", "test-before-configure", "test-before-setup",
+        "unique-config-entry",
+    ],
+    "silver": [
+        "action-exceptions", "config-entry-unloading", "docs-configuration-parameters",
+        "docs-installation-parameters", "entity-unavailable", "integration-owner",
+        "log-when-unavailable", "parallel-updates", "reauthentication-flow", "test-coverage",
+    ],
+    "gold": [
+        "devices", "diagnostics", "discovery", "discovery-update-info", "docs-data-update",
+        "docs-examples", "docs-known-limitations", "docs-supported-devices",
+        "docs-supported-functions", "docs-troubleshooting", "docs-use-cases", "dynamic-devices",
+        "entity-category", "entity-device-class", "entity-disabled-by-default",
+        "entity-translations", "exception-translations", "icon-translations",
+        "reconfiguration-flow", "repair-issues", "stale-devices",
+    ],
+    "platinum": ["async-dependency", "inject-websession", "strict-typing"],
+}  # fmt: skip
+
+
+def _json(name: str) -> dict:
+    return json.loads((PACKAGE / name).read_text(encoding="utf-8"))
+
+
+def test_translations_match_strings() -> None:
+    assert _json("strings.json") == _json("translations/en.json")
+
+
+def test_every_entity_is_translated_and_has_an_icon() -> None:
+    strings = _json("strings.json")["entity"]
+    icons = _json("icons.json")["entity"]
+    for platform, descriptions in (
+        ("sensor", SENSORS),
+        ("binary_sensor", BINARY_SENSORS),
+        ("button", BUTTONS),
+    ):
+        keys = {d.translation_key for d in descriptions}
+        assert keys == set(strings[platform]), platform
+        # Timestamps have the device class's icon.
+        assert keys - {"uptime"} == set(icons[platform]), platform
+
+
+def test_manifest() -> None:
+    manifest = _json("manifest.json")
+    assert manifest["domain"] == "prime_spark"
+    assert manifest["zeroconf"] == ["_prime-spark._tcp.local."]
+    assert manifest["iot_class"] == "local_push"
+    assert manifest["config_flow"] is True
+    assert manifest["requirements"] == []
+
+
+def test_quality_scale_lists_every_rule() -> None:
+    rules = yaml.safe_load((PACKAGE / "quality_scale.yaml").read_text(encoding="utf-8"))["rules"]
+    expected = {rule for tier in RULES.values() for rule in tier}
+    assert set(rules) == expected
+    for name, rule in rules.items():
+        if isinstance(rule, dict):
+            assert rule["status"] in ("done", "todo", "exempt"), name
+            if rule["status"] != "done":
+                assert rule.get("comment"), f"{name} needs a reason"
+        else:
+            assert rule == "done", name
+
+
+def test_brand_icons() -> None:
+    from PIL import Image
+
+    for name, size in (("icon.png", 256), ("icon@2x.png", 512)):
+        with Image.open(PACKAGE / "brand" / name) as image:
+            assert image.size == (size, size)
+            assert image.format == "PNG"
