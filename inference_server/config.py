@@ -201,18 +201,33 @@ SCHEMA = vol.Schema(
 )
 
 
+SECTIONS = ("server", "models", "security", "discovery")
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """``PRIME_SPARK_SECTION__KEY=value`` → ``{"section": {"key": "value"}}``."""
+    """``PRIME_SPARK_SECTION__KEY=value`` → ``{"section": {"key": "value"}}``.
+
+    Other ``PRIME_SPARK_*`` names belong to the scripts and tests and are left alone, except
+    ones that look like a setting with a single underscore (``PRIME_SPARK_SERVER_PORT``): that
+    is a typo a person would otherwise hunt for, so it is refused with the right spelling.
+    """
     out: dict[str, dict[str, str]] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
             continue
-        section, sep, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        if not sep or not key:
-            raise ConfigError(
-                f"{name}: environment settings take the form PRIME_SPARK_<SECTION>__<KEY>, "
-                "e.g. PRIME_SPARK_SERVER__PORT"
-            )
+        rest = name[len(ENV_PREFIX) :].lower()
+        section, sep, key = rest.partition("__")
+        if not sep:
+            typo = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
+            if typo is not None:
+                raise ConfigError(
+                    f"{name}: environment settings take the form PRIME_SPARK_<SECTION>__<KEY> "
+                    f"(two underscores), e.g. PRIME_SPARK_{typo.upper()}__"
+                    f"{rest[len(typo) + 1 :].upper()}"
+                )
+            continue
+        if not key:
+            raise ConfigError(f"{name}: the setting name after '__' is missing")
         out.setdefault(section, {})[key] = value
     return out
 

@@ -45,7 +45,8 @@ def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
         ({"PRIME_SPARK_MODELS__SLOTS": "0"}, "models.slots: value must be at least 1"),
         ({"PRIME_SPARK_SERVER__LOG_LEVEL": "loud"}, "server.log_level: expected one of debug"),
         ({"PRIME_SPARK_SERVER__COLOUR": "red"}, "server.colour: unknown setting"),
-        ({"PRIME_SPARK_PORT": "1"}, "PRIME_SPARK_PORT: environment settings take the form"),
+        ({"PRIME_SPARK_SERVER_PORT": "1"}, "e.g. PRIME_SPARK_SERVER__PORT"),
+        ({"PRIME_SPARK_MODELS__": "1"}, "the setting name after '__' is missing"),
         (
             {"PRIME_SPARK_SECURITY__JWT_SECRET": "short"},
             "security.jwt_secret: a JWT secret needs 32+",
@@ -69,6 +70,14 @@ def test_bad_values_name_the_key(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(environ=env)
     assert message in str(err.value)
+
+
+def test_script_variables_are_not_settings() -> None:
+    """The scripts and tests use PRIME_SPARK_* names too; they must not stop the server."""
+    settings = load_settings(
+        environ={"PRIME_SPARK_CACHE": "/var/cache", "PRIME_SPARK_TEST_REDIS_URL": "redis://x"}
+    )
+    assert settings.server.port == 8780
 
 
 def test_bad_file(tmp_path: Path) -> None:
