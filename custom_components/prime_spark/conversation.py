@@ -125,6 +125,8 @@ class PrimeSparkConversationEntity(
             return err.as_conversation_result()
         try:
             await self._async_handle_chat_log(chat_log, options)
+            # Raises too when the model wrote nothing at all.
+            return result_from_chat_log(user_input, chat_log)
         except HomeAssistantError as err:
             # Spoken to the user (a voice satellite has no other way to tell what went wrong).
             LOGGER.warning("%s could not answer: %s", self.entity_id, err)
@@ -133,7 +135,6 @@ class PrimeSparkConversationEntity(
             return conversation.ConversationResult(
                 response=response, conversation_id=chat_log.conversation_id
             )
-        return result_from_chat_log(user_input, chat_log)
 
     async def _async_handle_chat_log(
         self, chat_log: conversation.ChatLog, options: Mapping[str, Any]
@@ -171,9 +172,10 @@ class PrimeSparkConversationEntity(
                 if model := options.get(CONF_CHAT_MODEL):
                     request["model"] = model
                 if tools:
-                    request["max_tokens"] = max(max_tokens, MIN_TOOL_CALL_TOKENS)
                     request["tools"] = tools
                     request["tool_choice"] = tool_choice
+                    if tool_choice != "none":
+                        request["max_tokens"] = max(max_tokens, MIN_TOOL_CALL_TOKENS)
                 async with aclosing(client.chat_completion_stream(messages, **request)) as stream:
                     added = [
                         to_message(content)
@@ -183,14 +185,16 @@ class PrimeSparkConversationEntity(
                     ]
                 messages.extend(added)
                 if not chat_log.unresponded_tool_results:
+                    if tool_choice == "required":
+                        # The node's grammar admits nothing but a call: this one ran out of
+                        # tokens before it was complete (the reply holds its remains).
+                        raise HomeAssistantError(
+                            translation_domain=DOMAIN,
+                            translation_key="tool_call_cut_off",
+                            translation_placeholders={"max_tokens": str(request["max_tokens"])},
+                        )
                     return
-                calls = {
-                    json.dumps(call["function"], sort_keys=True)
-                    for message in added
-                    for call in message.get("tool_calls", ())
-                }
-                tool_choice = "none" if force_first or calls <= calls_made else "auto"
-                calls_made |= calls
+                tool_choice = next_tool_choice(added, calls_made, force_first=force_first)
         raise HomeAssistantError(
             translation_domain=DOMAIN,
             translation_key="too_many_tool_calls",
@@ -231,6 +235,25 @@ class PrimeSparkConversationEntity(
                     for _, call in sorted(calls.items())
                 ]
             }
+
+
+def next_tool_choice(
+    added: list[dict[str, Any]], calls_made: set[str], *, force_first: bool
+) -> Literal["auto", "none"]:
+    """``tool_choice`` after a reply with tool calls (``added``, as messages).
+
+    ``none`` (answer now) after a forced call, or when every call of the reply was made
+    before for this message (the model is going round in circles); ``auto`` otherwise.
+    ``calls_made`` collects the calls.
+    """
+    calls = {
+        json.dumps(call["function"], sort_keys=True)
+        for message in added
+        for call in message.get("tool_calls", ())
+    }
+    repeated = calls <= calls_made
+    calls_made |= calls
+    return "none" if force_first or repeated else "auto"
 
 
 def _tool_input(call: Mapping[str, str], schema: Mapping[str, Any]) -> llm.ToolInput:

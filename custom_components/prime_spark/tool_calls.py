@@ -24,6 +24,7 @@ from .compat import tool_parameters_schema
 from .const import LOGGER
 
 COMPACT_DESCRIPTION_LENGTH = 160
+COMPACT_MAX_ITEMS = 4
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 _CODE_FENCE = re.compile(r"^\s*```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 _TRUE = frozenset({"true", "yes", "on", "1"})
@@ -35,17 +36,40 @@ def format_tool(
 ) -> dict[str, Any]:
     """The OpenAI ``tools`` entry for a Home Assistant LLM tool.
 
-    ``compact`` keeps the first sentence of the description only: with Home Assistant's Assist
-    API the descriptions are most of the tools' share of the prompt (the node renders the
-    arguments compactly itself), and a 1024-token context cannot hold them all.
+    ``compact`` (for small models and contexts) keeps the first sentence of the description
+    only: with Home Assistant's Assist API the descriptions are most of the tools' share of
+    the prompt (the node renders the arguments compactly itself), and a 1024-token context
+    cannot hold them all. It also bounds every list argument (:func:`bound_lists`).
     """
+    parameters = tool_parameters_schema(tool.parameters, custom_serializer)
     function: dict[str, Any] = {
         "name": tool.name,
-        "parameters": tool_parameters_schema(tool.parameters, custom_serializer),
+        "parameters": bound_lists(parameters) if compact else parameters,
     }
     if tool.description:
         function["description"] = first_sentence(tool.description) if compact else tool.description
     return {"type": "function", "function": function}
+
+
+def bound_lists(schema: Any, max_items: int = COMPACT_MAX_ITEMS) -> Any:
+    """``schema`` with ``maxItems`` on every array that has none.
+
+    The node's grammar follows the schema exactly, and an unbounded list lets a small model
+    repeat items until it runs out of tokens, the call cut off unfinished (observed with
+    HassTurnOn's ``domain`` on Home Assistant 2025.4). Home Assistant's tools take a few
+    items at most.
+    """
+    if isinstance(schema, list):
+        return [bound_lists(item, max_items) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    bounded = {key: bound_lists(value, max_items) for key, value in schema.items()}
+    kind = schema.get("type")
+    if (kind == "array" or (isinstance(kind, list) and "array" in kind)) and (
+        "maxItems" not in schema
+    ):
+        bounded["maxItems"] = max_items
+    return bounded
 
 
 def first_sentence(text: str, limit: int = COMPACT_DESCRIPTION_LENGTH) -> str:

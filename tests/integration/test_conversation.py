@@ -29,7 +29,12 @@ from custom_components.prime_spark.const import (
     CONF_SCAN_INTERVAL,
     CONF_TEMPERATURE,
 )
-from custom_components.prime_spark.conversation import llm_api_ids, to_message, trim_history
+from custom_components.prime_spark.conversation import (
+    llm_api_ids,
+    next_tool_choice,
+    to_message,
+    trim_history,
+)
 from tests.server.server_process import ServerProcess
 
 from .conftest import real_sockets
@@ -173,7 +178,7 @@ async def test_agent_calls_an_assist_tool(
         if isinstance(content, conversation.AssistantContent) and content.tool_calls
     ]
     results = [c for c in chat_log.content if isinstance(c, conversation.ToolResultContent)]
-    assert len(calls) == 1
+    assert len(calls) == 1, (_speech(result), chat_log.content[1:])
     assert calls[0].tool_calls is not None
     (call,) = calls[0].tool_calls
     (tool_result,) = results
@@ -190,7 +195,7 @@ async def test_agent_calls_an_assist_tool(
     assert not chat_log.content[-1].tool_calls
     assert result.response.response_type is not intent.IntentResponseType.ERROR
     sizes = _prompt_tokens()
-    LOGGER.warning(
+    LOGGER.info(
         "Assist API: %s(%s) -> %s; prompt tokens %s", call.tool_name, call.tool_args, data, sizes
     )
     assert len(sizes) == 2
@@ -263,6 +268,23 @@ async def test_tool_loop_is_bounded(
     result, _ = await _converse(hass, "Is the kitchen light on")
     assert result.response.response_type is intent.IntentResponseType.ERROR
     assert _speech(result).startswith("The model did not answer within 1 requests")
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_forced_tool_call_cut_off(
+    hass: HomeAssistant, server: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forced call that runs out of tokens is no call: the user is told what to change."""
+    monkeypatch.setattr(agent_module, "MIN_TOOL_CALL_TOKENS", 4)
+    await _kitchen_light(hass)
+    entry = await _setup(
+        hass,
+        server,
+        {CONF_LLM_HASS_API: [llm.LLM_API_ASSIST], CONF_FORCE_TOOL_FIRST: True, CONF_MAX_TOKENS: 4},
+    )
+    result, _ = await _converse(hass, "Turn on the kitchen light")
+    assert result.response.response_type is intent.IntentResponseType.ERROR
+    assert _speech(result).startswith("The model's tool call was cut off at 4 tokens")
     await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -450,3 +472,34 @@ def test_tool_input_without_an_id() -> None:
     assert tool_input.tool_name == "HassTurnOn"
     assert tool_input.tool_args == {"name": "Kitchen"}
     assert tool_input.id
+
+
+def test_next_tool_choice() -> None:
+    def reply(*calls: tuple[str, str]) -> list[dict[str, Any]]:
+        return [
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "x", "type": "function", "function": {"name": n, "arguments": a}}
+                    for n, a in calls
+                ],
+            },
+            {"role": "tool", "tool_call_id": "x", "content": "{}"},
+        ]
+
+    made: set[str] = set()
+    assert next_tool_choice(reply(("GetLiveContext", "{}")), made, force_first=False) == "auto"
+    # The same call again: answer from what is there.
+    assert next_tool_choice(reply(("GetLiveContext", "{}")), made, force_first=False) == "none"
+    # Something new besides it: go on.
+    assert (
+        next_tool_choice(
+            reply(("GetLiveContext", "{}"), ("HassTurnOn", '{"name": "Kitchen"}')),
+            made,
+            force_first=False,
+        )
+        == "auto"
+    )
+    # After a forced call the answer comes next, whatever the call.
+    assert next_tool_choice(reply(("HassTurnOff", "{}")), set(), force_first=True) == "none"

@@ -11,6 +11,7 @@ from homeassistant.helpers import llm
 
 from custom_components.prime_spark.compat import vol
 from custom_components.prime_spark.tool_calls import (
+    bound_lists,
     coerce_value,
     first_sentence,
     format_tool,
@@ -201,8 +202,30 @@ def test_format_tool() -> None:
 
     compact = format_tool(_Tool(), None, compact=True)
     assert compact["function"]["description"] == "Sets the level of a device."
+    assert compact["function"]["parameters"] == bound_lists(function["parameters"])
 
     class _Bare(_Tool):
         description = None
 
     assert "description" not in format_tool(_Bare(), None, compact=True)["function"]
+
+
+def test_bound_lists() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "domain": {"type": "array", "items": {"type": "string"}},
+            "names": {"anyOf": [{"type": "string"}, {"type": "array", "items": {}}]},
+            "either": {"type": ["array", "null"]},
+            "kept": {"type": "array", "maxItems": 10},
+            "name": {"type": "string"},
+        },
+    }
+    bounded = bound_lists(schema, 3)
+    properties = bounded["properties"]
+    assert properties["domain"]["maxItems"] == 3
+    assert properties["names"]["anyOf"][1]["maxItems"] == 3
+    assert properties["either"]["maxItems"] == 3
+    assert properties["kept"]["maxItems"] == 10
+    assert properties["name"] == {"type": "string"}
+    assert "maxItems" not in schema["properties"]["domain"]  # a copy
