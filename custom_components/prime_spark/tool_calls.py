@@ -257,13 +257,7 @@ def _to_string(value: Any) -> Any:
 def _to_integer(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return value
-        return int(number) if number.is_integer() else number
-    return value
+    return _to_number(value)
 
 
 def _to_number(value: Any) -> Any:

@@ -57,7 +57,9 @@ class _Call:
     include_usage: bool
 
 
-def _sampling(node: Node, body: dict[str, Any], *, grammar: str | None) -> SamplingParams:
+def _sampling(
+    node: Node, body: dict[str, Any], *, grammar: str | None, extra_stop: tuple[str, ...] = ()
+) -> SamplingParams:
     temperature = body.get("temperature")
     top_p = body.get("top_p")
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -65,7 +67,7 @@ def _sampling(node: Node, body: dict[str, Any], *, grammar: str | None) -> Sampl
         max_tokens=max_tokens or node.settings.models.max_tokens_default,
         temperature=1.0 if temperature is None else temperature,
         top_p=1.0 if top_p is None else top_p,
-        stop=tuple(body.get("stop") or ()),
+        stop=(*(body.get("stop") or ()), *extra_stop),
         seed=body.get("seed"),
         grammar=grammar,
     )
@@ -282,18 +284,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = validate(CHAT_SCHEMA, await read_json(request))
     call = _call(node, body, "chatcmpl")
     prepared = await _prepare(node, body, call.model)
-    params = _sampling(node, body, grammar=prepared.grammar)
     engine_request = GenerationRequest(
         model=call.model,
         prompt=prepared.prompt,
-        params=SamplingParams(
-            max_tokens=params.max_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            stop=(*params.stop, *prepared.stop),
-            seed=params.seed,
-            grammar=params.grammar,
-        ),
+        params=_sampling(node, body, grammar=prepared.grammar, extra_stop=prepared.stop),
         timeout=node.settings.models.request_timeout,
         add_bos=prepared.add_bos,
     )
