@@ -49,6 +49,8 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()
     """CORS is off unless origins are listed here."""
     max_body_bytes: int = 8 * 1024 * 1024
+    stream_keepalive_seconds: float = 5.0
+    """Longest silence on a stream whose reply is buffered (tool calls): a comment line then."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -169,6 +171,9 @@ SCHEMA = vol.Schema(
             ),
             vol.Optional("cors_origins"): _string_list,
             vol.Optional("max_body_bytes"): _positive_int(1024),
+            vol.Optional("stream_keepalive_seconds"): vol.All(
+                vol.Coerce(float), vol.Range(min=0, max=300)
+            ),
         },
         vol.Optional("models", default={}): {
             vol.Optional("default"): vol.All(str, vol.Length(min=1)),

@@ -312,19 +312,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             request, node, engine_request=engine_request, make_chunk=chunk, call=call, first=first
         )
 
+    if call.stream:
+        return await _stream_tool_mode(
+            request, node, engine_request=engine_request, call=call, prepared=prepared
+        )
     text, finish = await _collect(node, engine_request)
     message, finish_reason = prepared.parse_output(text, finish.finish_reason)
-    if call.stream:
-        # Tool calls are only known once the whole output has been parsed; send the parsed
-        # message as one delta so streaming clients still get OpenAI's tool_calls shape.
-        return await _stream_parsed(
-            request,
-            call=call,
-            node=node,
-            message=message,
-            finish_reason=finish_reason,
-            finish=finish,
-        )
     return web.json_response(
         {
             "id": call.object_id,
@@ -341,17 +334,23 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _stream_parsed(
+async def _stream_tool_mode(
     request: web.Request,
-    *,
-    call: _Call,
     node: Node,
-    message: dict[str, Any],
-    finish_reason: str,
-    finish: FinishEvent,
+    *,
+    engine_request: GenerationRequest,
+    call: _Call,
+    prepared: PreparedChat,
 ) -> web.StreamResponse:
+    """Stream a reply whose tool calls are only known once the whole output is parsed.
+
+    The response starts with the first engine event (errors before it keep their status code)
+    and the role delta; while the output is buffered, a comment line at least every
+    ``server.stream_keepalive_seconds`` tells the client the node is still working, so its idle
+    timeout measures silence, not the length of a slow tool call. The parsed message then
+    leaves as one delta, in OpenAI's ``tool_calls`` shape.
+    """
     sse = _SSE(request)
-    await sse.start()
     base = {
         "id": call.object_id,
         "object": "chat.completion.chunk",
@@ -359,25 +358,48 @@ async def _stream_parsed(
         "model": call.model,
         "system_fingerprint": node.fingerprint,
     }
-    delta = dict(message)
-    if delta.get("tool_calls"):
-        delta["tool_calls"] = [
-            {"index": i, **tool_call} for i, tool_call in enumerate(delta["tool_calls"])
-        ]
-    await sse.send(
-        {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}
-    )
-    await sse.send(
-        {
-            **base,
-            "choices": [
-                {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}
-            ],
-            "timings": _timings(finish),
-        }
-    )
-    if call.include_usage:
-        await sse.send({**base, "choices": [], "usage": _usage(finish)})
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return {**base, "choices": [choice]}
+
+    keepalive = node.settings.server.stream_keepalive_seconds
+    parts: list[str] = []
+    started = False
+    last_write = 0.0
+    async with aclosing(_generate(node, engine_request)) as events:
+        try:
+            async for event in events:
+                if not started:
+                    await sse.start()
+                    started = True
+                    await sse.send(chunk({"role": "assistant", "content": None}, None))
+                    last_write = time.monotonic()
+                if isinstance(event, TokenEvent):
+                    parts.append(event.text)
+                    if time.monotonic() - last_write >= keepalive:
+                        await sse.send_raw(b": keep-alive\n\n")
+                        last_write = time.monotonic()
+                    continue
+                message, finish_reason = prepared.parse_output("".join(parts), event.finish_reason)
+                delta = {key: value for key, value in message.items() if key != "role"}
+                if delta.get("tool_calls"):
+                    delta["tool_calls"] = [
+                        {"index": i, **tool_call} for i, tool_call in enumerate(delta["tool_calls"])
+                    ]
+                await sse.send(chunk(delta, None))
+                final = chunk({}, finish_reason)
+                final["timings"] = _timings(event)
+                await sse.send(final)
+                if call.include_usage:
+                    await sse.send({**base, "choices": [], "usage": _usage(event)})
+        except BackendError as err:
+            if not started:
+                raise
+            await sse.send(from_backend(err).body())
+        except ConnectionResetError:
+            _LOGGER.debug("Client went away mid-stream; generation stopped")
+            return sse.response
     await sse.done()
     return sse.response
 

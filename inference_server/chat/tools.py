@@ -429,7 +429,9 @@ def parse_tool_output(
     Calls are read only when tools are active and the text starts with the call marker (the
     grammar guarantees that shape). Output that does not parse as calls to known tools (a
     different engine, a truncated call) is returned as plain content rather than an error,
-    so the client always gets what the model said. Complete calls survive a truncated tail.
+    so the client always gets what the model said. Complete calls survive a truncated tail;
+    a call cut off by ``max_tokens`` with none complete before it is no content at all (the
+    half-written markup means nothing to a user), only ``finish_reason: length``.
     """
     stripped = text.lstrip()
     if not config.active or not stripped.startswith(TOOL_CALL_OPEN):
@@ -451,6 +453,8 @@ def parse_tool_output(
         seen.add((name, arguments))
         calls.append(ToolCall(id=make_id(), name=name, arguments=arguments))
     if not calls:
+        if finish_reason == "length" and not _CALL_BLOCK_RE.search(stripped):
+            return AssistantReply(content=None, finish_reason=finish_reason)
         return AssistantReply(content=text, finish_reason=finish_reason)
     return AssistantReply(content=None, tool_calls=tuple(calls), finish_reason="tool_calls")
 

@@ -90,3 +90,20 @@ def test_brand_icons() -> None:
         with Image.open(PACKAGE / "brand" / name) as image:
             assert image.size == (size, size)
             assert image.format == "PNG"
+
+
+def test_documentation_holds_what_the_docs_rules_point_at() -> None:
+    """A docs rule marked done names the section of the user documentation that fulfils it."""
+    manifest = json.loads((PACKAGE / "manifest.json").read_text())
+    relative = manifest["documentation"].split("/blob/main/", 1)[1]
+    document = (PACKAGE.parents[1] / relative).read_text()
+    headings = {line.lstrip("#").strip() for line in document.splitlines() if line.startswith("#")}
+    rules = yaml.safe_load((PACKAGE / "quality_scale.yaml").read_text())["rules"]
+    for name, rule in rules.items():
+        if not name.startswith("docs-") or not isinstance(rule, dict) or rule["status"] != "done":
+            continue
+        assert relative in rule["comment"], name
+        if '"' in rule["comment"]:
+            titles = rule["comment"].split('"')[1].replace(" and ", ", ").split(", ")
+            for title in titles:
+                assert title in headings, f"{name}: no section {title!r} in {relative}"

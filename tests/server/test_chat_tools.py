@@ -301,10 +301,10 @@ def test_parallel_calls_are_deduplicated() -> None:
     ]
 
 
-def test_truncated_call_is_returned_as_text() -> None:
-    text = CALL[:40]
-    reply = parse_tool_output(text, _config(), finish_reason="length")
-    assert (reply.content, reply.tool_calls, reply.finish_reason) == (text, (), "length")
+def test_truncated_call_is_no_content() -> None:
+    """Half a call is not something to show a user: no content, the reason says why."""
+    reply = parse_tool_output(CALL[:40], _config(), finish_reason="length")
+    assert (reply.content, reply.tool_calls, reply.finish_reason) == (None, (), "length")
 
 
 def test_complete_calls_survive_a_truncated_tail() -> None:

@@ -38,7 +38,10 @@ def make_server(
 
 @pytest.fixture(scope="session")
 def server(make_server: MakeServer) -> ServerProcess:
-    return make_server({"models": {"slots": 4}}, name="main").start()
+    # Keep-alive comments after every buffered token: tool-mode streams exercise them always.
+    return make_server(
+        {"models": {"slots": 4}, "server": {"stream_keepalive_seconds": 0}}, name="main"
+    ).start()
 
 
 @pytest.fixture(scope="session")

@@ -287,6 +287,44 @@ def test_disconnect_stops_generation(server: ServerProcess) -> None:
     assert before < settled < before + 900
 
 
+def test_tool_mode_stream_keeps_alive_and_hides_a_cut_off_call(server: ServerProcess) -> None:
+    """A buffered tool-mode reply is not silence: the role delta comes at once, comments while
+    the call is written; a call cut off by max_tokens arrives as no content with ``length``."""
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "set_light",
+            "parameters": {"type": "object", "properties": {"entity_id": {"type": "string"}}},
+        },
+    }
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    connection.request(
+        "POST",
+        "/v1/chat/completions",
+        body=json.dumps(
+            {
+                "messages": [{"role": "user", "content": "Turn on the kitchen light"}],
+                "tools": [tool],
+                "tool_choice": "required",
+                "max_tokens": 6,
+                "stream": True,
+            }
+        ),
+        headers={"Authorization": f"Bearer {TOKENS['admin']}", "Content-Type": "application/json"},
+    )
+    response = connection.getresponse()
+    assert response.status == 200
+    lines = [line.strip() for line in response.read().decode().splitlines() if line.strip()]
+    connection.close()
+    assert lines.count(": keep-alive") >= 3  # one per buffered token after the first
+    events = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    deltas = [event["choices"][0]["delta"] for event in events if event["choices"]]
+    assert deltas[0] == {"role": "assistant", "content": None}
+    assert all(not delta.get("content") and "tool_calls" not in delta for delta in deltas)
+    assert [e["choices"][0]["finish_reason"] for e in events if e["choices"]][-1] == "length"
+    assert lines[-1] == "data: [DONE]"
+
+
 def test_queue_full_gives_429(tight_server: ServerProcess) -> None:
     response = _open_stream(tight_server, max_tokens=400)
     try:
