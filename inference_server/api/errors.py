@@ -110,4 +110,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if err.status < 400:
             raise
         message = _HTTP_MESSAGES.get(err.status, err.reason)
-        return ApiError(err.status, message, code=err.reason.lower().replace(" ", "_")).response()
+        # Keep what the exception says about the resource (RFC 9110: a 405 lists ``Allow``).
+        headers = {name: err.headers[name] for name in ("Allow",) if name in err.headers}
+        code = err.reason.lower().replace(" ", "_")
+        return ApiError(err.status, message, code=code, headers=headers).response()

@@ -27,10 +27,29 @@ def _float_range(minimum: float, maximum: float) -> vol.All:
 
 
 def _integer(value: Any) -> int:
-    """JSON integers only: ``true`` is not 1 and ``"3"`` is not 3 on this API."""
+    """JSON integers only: ``true`` is not 1 and ``"3"`` is not 3 on this API.
+
+    ``3.0`` is 3: JSON Schema counts a number without a fraction as an integer, and so do
+    generated clients.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise vol.Invalid("expected an integer")
     return value
+
+
+def _nullable(validator: Any) -> Any:
+    """``null`` or whatever ``validator`` accepts, with the validator's own message on error.
+
+    ``vol.Any(None, validator)`` would answer every mistake with "not a valid value".
+    """
+    checked = vol.Schema(validator)
+
+    def validate(value: Any) -> Any:
+        return None if value is None else checked(value)
+
+    return validate
 
 
 def _int_range(minimum: int, maximum: int | None = None) -> vol.All:
@@ -62,12 +81,12 @@ def _penalty(value: Any) -> float:
 
 
 SAMPLING: dict[Any, Any] = {
-    vol.Optional("model"): vol.Any(None, vol.All(str, vol.Length(min=1, max=256))),
-    vol.Optional("max_tokens"): vol.Any(None, _int_range(1)),
-    vol.Optional("temperature"): vol.Any(None, _float_range(0.0, 2.0)),
-    vol.Optional("top_p"): vol.Any(None, _float_range(0.0, 1.0)),
+    vol.Optional("model"): _nullable(vol.All(str, vol.Length(min=1, max=256))),
+    vol.Optional("max_tokens"): _nullable(_int_range(1)),
+    vol.Optional("temperature"): _nullable(_float_range(0.0, 2.0)),
+    vol.Optional("top_p"): _nullable(_float_range(0.0, 1.0)),
     vol.Optional("stop"): _stop,
-    vol.Optional("seed"): vol.Any(None, _int_range(-(2**63), 2**63 - 1)),
+    vol.Optional("seed"): _nullable(_int_range(-(2**63), 2**63 - 1)),
     vol.Optional("stream"): vol.Any(None, bool, msg="expected a boolean"),
     vol.Optional("stream_options"): vol.Any(
         None, {vol.Optional("include_usage"): vol.Any(bool, msg="expected a boolean")}
@@ -75,20 +94,20 @@ SAMPLING: dict[Any, Any] = {
     vol.Optional("n"): _unsupported_unless(1, "n other than 1"),
     vol.Optional("logprobs"): _unsupported_unless(False, "logprobs"),
     vol.Optional("top_logprobs"): _unsupported_unless(0, "top_logprobs"),
-    vol.Optional("presence_penalty"): vol.Any(None, _penalty),
-    vol.Optional("frequency_penalty"): vol.Any(None, _penalty),
-    vol.Optional("user"): vol.Any(None, str),
+    vol.Optional("presence_penalty"): _nullable(_penalty),
+    vol.Optional("frequency_penalty"): _nullable(_penalty),
+    vol.Optional("user"): vol.Any(None, str, msg="expected a string"),
 }
 
 CHAT_SCHEMA = vol.Schema(
     {
         **SAMPLING,
         vol.Required("messages"): vol.All(list, vol.Length(min=1, msg="at least one message")),
-        vol.Optional("max_completion_tokens"): vol.Any(None, _int_range(1)),
+        vol.Optional("max_completion_tokens"): _nullable(_int_range(1)),
         vol.Optional("response_format"): vol.Any(None, dict, msg="expected an object"),
         vol.Optional("tools"): vol.Any(None, list, msg="expected a list of tools"),
         vol.Optional("tool_choice"): vol.Any(None, str, dict, msg="expected a string or object"),
-        vol.Optional("parallel_tool_calls"): vol.Any(None, bool),
+        vol.Optional("parallel_tool_calls"): vol.Any(None, bool, msg="expected a boolean"),
     },
     extra=vol.ALLOW_EXTRA,
 )
@@ -110,7 +129,7 @@ COMPLETION_SCHEMA = vol.Schema(
 
 EMBEDDINGS_SCHEMA = vol.Schema(
     {
-        vol.Optional("model"): vol.Any(None, vol.All(str, vol.Length(min=1, max=256))),
+        vol.Optional("model"): _nullable(vol.All(str, vol.Length(min=1, max=256))),
         vol.Required("input"): vol.Any(
             vol.All(str, vol.Length(min=1, msg="the input must not be empty")),
             vol.All(
@@ -121,7 +140,7 @@ EMBEDDINGS_SCHEMA = vol.Schema(
         ),
         vol.Optional("encoding_format"): vol.In(("float", "base64")),
         vol.Optional("dimensions"): _unsupported_unless(None, "dimensions"),
-        vol.Optional("user"): vol.Any(None, str),
+        vol.Optional("user"): vol.Any(None, str, msg="expected a string"),
     },
     extra=vol.ALLOW_EXTRA,
 )

@@ -115,6 +115,10 @@ def _parse_message(item: object, where: str, call_names: Mapping[str, str]) -> C
             content = ""
         return ChatMessage(role=role, content=content, name=name, tool_calls=tool_calls)
 
+    if item.get("tool_calls") is not None:
+        raise ChatFormatError(
+            "only assistant messages carry tool calls", param=f"{where}.tool_calls"
+        )
     if raw_content is None:
         raise ChatFormatError("is required for this role", param=f"{where}.content")
     content = _content(raw_content, f"{where}.content")

@@ -134,6 +134,11 @@ def test_assistant_without_content_or_calls_is_empty_text() -> None:
         ([{"role": "user", "content": "x", "name": 3}], "messages[0].name", "string"),
         ([{"role": "tool", "content": "x"}], "messages[0].tool_call_id", "is required"),
         (
+            [{"role": "user", "content": "x", "tool_calls": [{"id": ""}]}],
+            "messages[0].tool_calls",
+            "only assistant messages",
+        ),
+        (
             [{"role": "assistant", "tool_calls": {"id": "x"}}],
             "messages[0].tool_calls",
             "expected a list",

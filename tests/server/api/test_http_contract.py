@@ -165,6 +165,10 @@ BAD_INPUTS: list[tuple[str, str, Any, int, str]] = [
         "tokens",
     ),
     ("POST", "/v1/completions", {"prompt": 5}, 400, "prompt"),
+    ("POST", "/v1/completions", {"prompt": "x", "max_tokens": 0}, 400, "at least 1"),
+    ("POST", "/v1/completions", {"prompt": "x", "max_tokens": 1.5}, 400, "expected an integer"),
+    ("POST", "/v1/completions", {"prompt": "x", "temperature": "hot"}, 400, "expected a number"),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "tool"}]}, 400, "required"),
     ("POST", "/v1/completions", {"prompt": "x", "echo": True}, 400, "echo"),
     ("POST", "/v1/completions", {"prompt": "x", "model": "nope"}, 404, "nope"),
     ("POST", "/v1/embeddings", {"input": ""}, 400, "input"),
@@ -189,6 +193,20 @@ def test_bad_input(
     assert answer["error"]["type"]
     if path in OPENAPI["paths"] and method.lower() in OPENAPI["paths"][path]:
         assert_matches_contract(method, path, got, answer)
+
+
+def test_method_not_allowed_lists_the_allowed_ones(server: ServerProcess) -> None:
+    """RFC 9110: a 405 says what the route does allow."""
+    status, headers, _ = server.request("DELETE", "/v1/models")
+    assert status == 405
+    assert set(headers["Allow"].replace(" ", "").split(",")) >= {"GET"}
+
+
+def test_integral_float_is_an_integer(server: ServerProcess) -> None:
+    """JSON Schema (and generated clients) count 2.0 as an integer."""
+    status, _, body = server.request("POST", "/v1/completions", {"prompt": "x", "max_tokens": 2.0})
+    assert status == 200, body
+    assert body["usage"]["completion_tokens"] <= 2
 
 
 def test_body_too_large(tmp_path: Path, server: ServerProcess) -> None:
