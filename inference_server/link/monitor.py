@@ -66,14 +66,18 @@ class LinkMonitor:
     error: str | None = None
     checked_at: float | None = None
 
+    def _wg_quick(self) -> tuple[str, ...]:
+        """``wg-quick`` behind the same prefix as ``wg`` (e.g. ``ip netns exec NS``)."""
+        return (*self.settings.wg_command[:-1], "wg-quick")
+
     async def up(self) -> None:
         if self.settings.config_path is None:
             raise LinkCommandError("link.config_path is not set: nothing to bring up")
-        await run_command("wg-quick", "up", str(self.settings.config_path), limit=60)
+        await run_command(*self._wg_quick(), "up", str(self.settings.config_path), limit=60)
 
     async def down(self) -> None:
         if self.settings.config_path is not None:
-            await run_command("wg-quick", "down", str(self.settings.config_path), limit=60)
+            await run_command(*self._wg_quick(), "down", str(self.settings.config_path), limit=60)
 
     async def refresh(self) -> dict[str, Any]:
         """Read the interface now; a missing interface or tool is a status, not an exception."""

@@ -196,7 +196,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
 def test_valid_options_give_settings_the_server_accepts(name: str, opts: dict[str, Any]) -> None:
     result = render(opts, ha_token="ha-token-0123456789abcdef")
     settings = config.load_settings(environ={}, overrides=result.settings)
-    assert settings.server.host == "0.0.0.0"  # noqa: S104
+    assert settings.server.host == "0.0.0.0"
     assert settings.server.port == 8780
     assert not settings.discovery.enabled
     assert any(
