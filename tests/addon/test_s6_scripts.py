@@ -1,0 +1,161 @@
+"""The add-on's s6 scripts run with bash against a bashio stand-in and a Supervisor stand-in.
+
+The Supervisor is hardware-like here (there is none on this machine), so a small aiohttp app
+plays its ``POST /discovery``; the Prime Spark server is the real one. The discovery script
+must wait until the API answers, then post ``prime_spark`` with the host, port, token and node
+id the integration's ``async_step_hassio`` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from inference_server.addon_options import HA_TOKEN_FILE
+from tests.server.server_process import ServerProcess, free_port
+
+ADDON = Path(__file__).parents[2] / "addon"
+SCRIPTS = ADDON / "rootfs" / "etc" / "s6-overlay" / "scripts"
+STUB = Path(__file__).with_name("bashio_stub.sh")
+SUPERVISOR_TOKEN = "supervisor-token-for-tests"
+
+
+async def run_script(script: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        f'source "{STUB}"; source "{script}"',
+        # the venv first, as /opt/prime-spark/bin is in the add-on image
+        env={
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            **env,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+def _pythonpath() -> dict[str, str]:
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        self.posts: list[tuple[str | None, Any]] = []
+
+    async def discovery(self, request: web.Request) -> web.Response:
+        self.posts.append((request.headers.get("Authorization"), await request.json()))
+        return web.json_response({"result": "ok", "data": {"uuid": "0123abcd"}})
+
+
+async def test_discovery_waits_for_the_api_then_posts(
+    tmp_path: Path, seed_data_dir: Callable[[Path], Path]
+) -> None:
+    supervisor = Supervisor()
+    app = web.Application()
+    app.router.add_post("/discovery", supervisor.discovery)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    sup_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", sup_port).start()
+
+    ha_token = "ha-token-from-the-addon-0123456789"
+    server = ServerProcess(
+        tmp_path,
+        {
+            "security": {
+                "api_tokens": [{"name": "home-assistant", "token": ha_token, "role": "operator"}]
+            }
+        },
+    )
+    seed_data_dir(server.data_dir)
+    (tmp_path / HA_TOKEN_FILE).write_text(ha_token + "\n")
+    env = {
+        "ADDON_DATA_DIR": str(tmp_path),
+        "API_PORT": str(server.port),
+        "SUPERVISOR_TOKEN": SUPERVISOR_TOKEN,
+        "__BASHIO_SUPERVISOR_API": f"http://127.0.0.1:{sup_port}",
+    }
+    proc = await run_script(SCRIPTS / "discovery", env)
+    try:
+        await asyncio.sleep(3)
+        assert proc.returncode is None, "discovery gave up before the API was there"
+        assert supervisor.posts == [], "discovery posted before the API answered"
+        await asyncio.to_thread(server.start)
+        _out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        assert b"Sent discovery information" in err
+        [(auth, payload)] = supervisor.posts
+        assert auth == f"Bearer {SUPERVISOR_TOKEN}"
+        _, _, status = server.request("GET", "/api/v1/status", token=ha_token)
+        assert payload == {
+            "service": "prime_spark",
+            "config": {
+                "host": socket.gethostname(),
+                "port": server.port,
+                "token": ha_token,
+                "node_id": status["node_id"],
+            },
+        }
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        server.stop()
+        await runner.cleanup()
+
+
+async def test_init_options_stops_the_addon_on_bad_options(tmp_path: Path) -> None:
+    (tmp_path / "options.json").write_text(json.dumps({"routing_mode": "cloud_first"}))
+    proc = await run_script(SCRIPTS / "init-options", {"ADDON_DATA_DIR": str(tmp_path)})
+    _out, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert b"routing_mode: cloud_first needs at least one entry in cloud_peers" in err
+    assert not (tmp_path / "settings.yaml").exists()
+
+
+async def test_init_options_then_wireguard_off(tmp_path: Path) -> None:
+    (tmp_path / "options.json").write_text(json.dumps({"log_level": "debug"}))
+    env = {"ADDON_DATA_DIR": str(tmp_path)}
+    proc = await run_script(SCRIPTS / "init-options", env)
+    _out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert "log_level: debug" in (tmp_path / "settings.yaml").read_text()
+    proc = await run_script(SCRIPTS / "wireguard-up", env)
+    _out, err = await proc.communicate()
+    assert proc.returncode == 0
+    assert b"WireGuard link is off" in err
+
+
+@pytest.mark.parametrize("external", [True, False])
+async def test_redis_service_respects_redis_url(tmp_path: Path, external: bool) -> None:
+    """With redis_url set the bundled Redis stays off (the run script sleeps instead)."""
+    options = {"redis_url": "redis://nas:6379/0"} if external else {}
+    (tmp_path / "options.json").write_text(json.dumps(options))
+    run = ADDON / "rootfs" / "etc" / "s6-overlay" / "s6-rc.d" / "redis" / "run"
+    port = free_port()
+    script = tmp_path / "redis-run"
+    script.write_text(run.read_text().replace("--port 6379", f"--port {port}"))
+    proc = await run_script(script, {"ADDON_DATA_DIR": str(tmp_path)})
+    try:
+        await asyncio.sleep(1.5)
+        assert proc.returncode is None  # a longrun keeps running either way
+        reachable = True
+        try:
+            _r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+        except OSError:
+            reachable = False
+        assert reachable is (not external)
+    finally:
+        proc.terminate()
+        await proc.wait()
