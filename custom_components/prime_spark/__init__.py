@@ -18,6 +18,7 @@ from .coordinator import (
     PrimeSparkRuntimeData,
     PrimeSparkStatusCoordinator,
 )
+from .detect import async_setup_detect_service
 from .intent import async_setup_status_sentences
 from .issues import async_delete_issues
 from .services import async_setup_services
@@ -30,6 +31,7 @@ CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Set up what exists once for every node: the actions and the status sentences."""
     async_setup_services(hass)
+    async_setup_detect_service(hass)
     await async_setup_status_sentences(hass)
     return True
 
