@@ -17,6 +17,7 @@ from homeassistant.helpers import config_validation as cv
 
 from .compat import vol
 from .const import ATTR_CONFIG_ENTRY_ID, DOMAIN
+from .detection_sensor import async_report_detection
 from .helpers import translated_client_errors
 from .services import loaded_entry
 
@@ -85,13 +86,16 @@ async def _async_detect(call: ServiceCall) -> ServiceResponse:
     """Detect objects; the response lists them with label, score and pixel box."""
     hass = call.hass
     entry = loaded_entry(hass, call.data.get(ATTR_CONFIG_ENTRY_ID))
-    if camera := call.data.get(ATTR_CAMERA):
+    camera: str | None = call.data.get(ATTR_CAMERA)
+    if camera:
         image = await _camera_image(hass, camera)
     else:
         image = await _file_image(hass, call.data[ATTR_IMAGE_PATH])
     runtime = entry.runtime_data
     with translated_client_errors(hass, entry):
         result = await runtime.client.detect(image, min_score=call.data.get(ATTR_MIN_SCORE))
+    if camera:
+        async_report_detection(hass, entry, camera, result)
     return {
         "objects": [o.as_dict() for o in result.objects],
         "count": len(result.objects),

@@ -15,6 +15,7 @@ import pytest
 from homeassistant.components.camera import Camera
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity_platform import AddEntitiesCallback
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import (
@@ -131,3 +132,41 @@ async def test_detect_schema(hass: HomeAssistant, init_integration: MockConfigEn
     ):
         with pytest.raises(vol.Invalid):
             await _detect(hass, **data)
+
+
+async def test_detection_count_sensor_per_camera(
+    hass: HomeAssistant, init_integration: MockConfigEntry, cameras: None, tmp_path: Path
+) -> None:
+    """A camera gets a count sensor on its first detection; files do not make one."""
+    registry = er.async_get(hass)
+    unique_id = f"{NODE_ID}_detections_camera.hallway"
+    assert registry.async_get_entity_id("sensor", DOMAIN, unique_id) is None
+    response = await _detect(hass, camera_entity_id="camera.hallway")
+    await hass.async_block_till_done()
+    entity_id = registry.async_get_entity_id("sensor", DOMAIN, unique_id)
+    assert entity_id is not None
+    state = hass.states.get(entity_id)
+    assert state is not None
+    assert int(state.state) == response["count"]
+    assert state.attributes["labels"]["face"] >= 1
+    assert state.attributes["backend"] == "cpu"
+    assert state.attributes["unit_of_measurement"] == "objects"
+
+    await _detect(hass, camera_entity_id="camera.hallway", min_score=0.999)
+    await hass.async_block_till_done()
+    assert hass.states.get(entity_id).state == "0"
+
+    # Restored after a reload, with its last count.
+    assert await hass.config_entries.async_reload(init_integration.entry_id)
+    await hass.async_block_till_done()
+    assert hass.states.get(entity_id).state == "0"
+    assert (
+        len(
+            [
+                e
+                for e in er.async_entries_for_config_entry(registry, init_integration.entry_id)
+                if "_detections_" in e.unique_id
+            ]
+        )
+        == 1
+    )
