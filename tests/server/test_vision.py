@@ -64,6 +64,14 @@ def test_cpu_detector_scales_boxes_back_to_the_original(astronaut: np.ndarray) -
     assert x_min <= 2 * FACE_CENTRE[0] <= x_max and y_min <= 2 * FACE_CENTRE[1] <= y_max
 
 
+def test_cpu_detector_no_people_where_there_are_none(astronaut: np.ndarray) -> None:
+    """HOG's weak hits on clutter (a rocket, a helmet) stay under the default score."""
+    rocket = cv2.cvtColor(skdata.rocket(), cv2.COLOR_RGB2BGR)
+    assert CpuVisionBackend().detect(rocket, min_score=0.5, max_detections=10) == []
+    found = CpuVisionBackend().detect(astronaut, min_score=0.5, max_detections=10)
+    assert [d.label for d in found] == ["face"]
+
+
 @pytest.mark.parametrize("value", [0, 255])
 def test_cpu_detector_finds_nothing_in_a_blank_image(value: int) -> None:
     blank = np.full((480, 640, 3), value, dtype=np.uint8)
