@@ -26,6 +26,9 @@ from inference_server.backends.vision import (
 
 MAX_SIDE = 640
 """Images are scaled down to this longest side first: HOG's cost grows with the pixel count."""
+HOG_WINDOW = (64, 128)
+"""The people detector's window (width, height). OpenCV 4.x crashes the process (SIGSEGV) on
+images smaller than it, and nobody fits in them anyway: such images skip the HOG pass."""
 
 
 def _sigmoid(value: float) -> float:
@@ -70,7 +73,13 @@ class CpuVisionBackend:
             else image
         )
         found: list[Detection] = []
-        boxes, weights = hog.detectMultiScale(small, winStride=(8, 8), padding=(8, 8), scale=1.05)
+        small_h, small_w = small.shape[:2]
+        if small_w >= HOG_WINDOW[0] and small_h >= HOG_WINDOW[1]:
+            boxes, weights = hog.detectMultiScale(
+                small, winStride=(8, 8), padding=(8, 8), scale=1.05
+            )
+        else:
+            boxes, weights = (), ()
         for (x, y, w, h), weight in zip(boxes, weights, strict=True):
             # SVM margins under ~1 are mostly clutter (0.6-0.7 on the rocket and the
             # astronaut's helmet in scikit-image's samples): margin 1 maps to score 0.5.

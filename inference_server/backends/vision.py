@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -115,21 +116,33 @@ class VisionService:
 
     ``probe()`` results are cached: a node without a Hailo does not re-check the device on
     every frame. A backend that fails at detection time is marked unavailable with the
-    error as its reason, and the request is answered by the next backend.
+    error as its reason, and the request is answered by the next backend. An unavailable
+    backend is probed again after ``retry_after`` seconds (a device that was busy, a model
+    file copied in later).
     """
 
     backends: list[VisionBackend]
     preferred: str = "auto"
     min_score: float = 0.5
     max_detections: int = 50
+    retry_after: float = 300.0
+    clock: Callable[[], float] = time.monotonic
     _reasons: dict[str, str | None] = field(default_factory=dict)
+    _checked: dict[str, float] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def availability(self) -> dict[str, str | None]:
+        now = self.clock()
         for backend in self.backends:
-            if backend.name not in self._reasons:
-                self._reasons[backend.name] = backend.probe()
+            known = backend.name in self._reasons
+            stale = now - self._checked.get(backend.name, now) >= self.retry_after
+            if not known or (self._reasons[backend.name] is not None and stale):
+                self._mark(backend.name, backend.probe())
         return dict(self._reasons)
+
+    def _mark(self, name: str, reason: str | None) -> None:
+        self._reasons[name] = reason
+        self._checked[name] = self.clock()
 
     def status(self) -> dict[str, Any]:
         reasons = self.availability()
@@ -185,7 +198,7 @@ class VisionService:
                     t1 = time.perf_counter()
             except VisionUnavailableError as err:
                 _LOGGER.warning("Vision backend %s failed, falling back: %s", candidate.name, err)
-                self._reasons[candidate.name] = str(err)
+                self._mark(candidate.name, str(err))
                 skipped.append(f"{candidate.name}: {err}")
                 continue
             height, width = image.shape[:2]

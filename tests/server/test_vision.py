@@ -78,6 +78,13 @@ def test_cpu_detector_finds_nothing_in_a_blank_image(value: int) -> None:
     assert CpuVisionBackend().detect(blank, min_score=0.0, max_detections=10) == []
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (64, 64), (128, 64), (127, 300), (600, 63)])
+def test_cpu_detector_survives_tiny_images(shape: tuple[int, int]) -> None:
+    """OpenCV's HOG segfaults below its 64x128 window: such images must not reach it."""
+    image = np.zeros((*shape, 3), dtype=np.uint8)
+    assert CpuVisionBackend().detect(image, min_score=0.5, max_detections=5) == []
+
+
 def test_decode_refuses_what_is_not_an_image() -> None:
     with pytest.raises(ImageDecodeError, match="empty"):
         decode_image(b"")
@@ -172,3 +179,26 @@ def test_service_falls_back_to_the_cpu_and_says_why(
     assert status["backends"][0]["available"] is False
     with pytest.raises(VisionUnavailableError, match="no vision backend"):
         asyncio.run(service.detect(jpeg(astronaut), backend="hailo"))
+
+
+def test_service_probes_an_unavailable_backend_again_later(
+    fake_hailort: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No device at first; once it answers, the Hailo takes over after retry_after."""
+    device, hef, driver = fake_hailort
+    now = [0.0]
+    backend = HailoBackend(device=device, hef=hef, driver_version_file=driver)
+    service = VisionService(
+        backends=[backend, CpuVisionBackend()], retry_after=60, clock=lambda: now[0]
+    )
+    image = jpeg(np.zeros((64, 64, 3), np.uint8))
+    assert asyncio.run(service.detect(image)).backend == "cpu"
+    monkeypatch.setenv("FAKE_HAILO_DEVICE", "present")
+    now[0] = 30
+    assert asyncio.run(service.detect(image)).backend == "cpu"  # not yet
+    now[0] = 61
+    result = asyncio.run(service.detect(image))
+    assert result.backend == "hailo"
+    assert result.fallback_reason is None
+    assert [d.label for d in result.detections] == ["person"]
+    backend.close()
