@@ -10,8 +10,10 @@ reason, so "why is this on the CPU?" has an answer in every response.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,6 +21,11 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 import numpy.typing as npt
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+
+MAX_IMAGE_PIXELS = 40_000_000
+"""Larger images are refused: a small PNG can decode to gigabytes (an 8K frame is 33 MP)."""
 
 type Image = npt.NDArray[np.uint8]
 
@@ -92,10 +99,38 @@ def decode_image(data: bytes) -> Image:
     """JPEG/PNG/BMP/WebP bytes → BGR array; anything else raises ImageDecodeError."""
     if not data:
         raise ImageDecodeError("the request body is empty; send the image bytes")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    _check_size(data)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as err:
+        raise ImageDecodeError(f"the image could not be decoded ({err.msg})") from None
     if image is None:
         raise ImageDecodeError("the body is not an image OpenCV can decode (JPEG, PNG, BMP, WebP)")
     return np.asarray(image, dtype=np.uint8)
+
+
+def _check_size(data: bytes) -> None:
+    """Read only the header (Pillow opens lazily) and refuse images too large to decode.
+
+    OpenCV's own limit (``OPENCV_IO_MAX_IMAGE_PIXELS``) is fixed when cv2 is first imported,
+    which this module does not control; the header check does not depend on import order.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data)) as header:
+                width, height = header.size
+    except PILImage.DecompressionBombError:
+        raise ImageDecodeError(
+            f"the image has more than {MAX_IMAGE_PIXELS // 1_000_000} megapixels"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        return  # not for Pillow to judge: OpenCV decides whether it is an image
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(
+            f"the image has {width}x{height} pixels, more than "
+            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels"
+        )
 
 
 def clamp_box(

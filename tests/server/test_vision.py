@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import struct
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,6 +92,24 @@ def test_decode_refuses_what_is_not_an_image() -> None:
         decode_image(b"")
     with pytest.raises(ImageDecodeError, match="not an image"):
         decode_image(b"GIF89a but not really")
+    ok, bomb = cv2.imencode(".png", np.zeros((8000, 8000), np.uint8))  # 64 MP in 70 kB
+    assert ok
+    with pytest.raises(ImageDecodeError, match="more than 40 megapixels"):
+        decode_image(bomb.tobytes())
+    with pytest.raises(ImageDecodeError, match="more than 40 megapixels"):
+        decode_image(png_header(30_000, 30_000))  # 900 MP: Pillow's own bomb limit trips first
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims a size (signature and IHDR only): headers are all the check reads."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
 def test_hailo_without_a_model_or_device(tmp_path: Path) -> None:
