@@ -159,3 +159,76 @@ async def test_redis_service_respects_redis_url(tmp_path: Path, external: bool) 
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_rendered_options_boot_the_server(
+    tmp_path: Path, seed_data_dir: Callable[[Path], Path]
+) -> None:
+    """init-options then the server's s6 run script: the server starts from the rendered file,
+    and the token handed to HA through discovery is accepted."""
+    options = {
+        "log_level": "info",
+        "default_model": "gemma-3-270m",
+        "context_size": 512,
+        "slots": 1,
+        "api_tokens": [{"name": "grafana", "token": "grafana-token-0123456789", "role": "reader"}],
+        "hailo": {"vision_backend": "auto", "device": "/dev/hailo0", "min_score": 0.5},
+    }
+    (tmp_path / "options.json").write_text(json.dumps(options))
+    env = {"ADDON_DATA_DIR": str(tmp_path)}
+    proc = await run_script(SCRIPTS / "init-options", env)
+    _out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    seed_data_dir(tmp_path)
+    # The image has the prime-spark-server console script; here the checkout is run as a module.
+    shim = tmp_path / "bin" / "prime-spark-server"
+    shim.parent.mkdir()
+    shim.write_text(
+        f'#!/bin/sh\ncd "{Path.cwd()}" && exec "{sys.executable}" -m inference_server "$@"\n'
+    )
+    shim.chmod(0o755)
+    port = free_port()
+    run = ADDON / "rootfs" / "etc" / "s6-overlay" / "s6-rc.d" / "server" / "run"
+    server = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        f'source "{STUB}"; source "{run}"',
+        env={
+            "PATH": f"{shim.parent}:{Path(sys.executable).parent}:/usr/bin:/bin",
+            **env,
+            # The add-on listens on 0.0.0.0:8780; a test takes a free loopback port.
+            "PRIME_SPARK_SERVER__HOST": "127.0.0.1",
+            "PRIME_SPARK_SERVER__PORT": str(port),
+        },
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    token = (tmp_path / HA_TOKEN_FILE).read_text().strip()
+    try:
+        status: dict[str, Any] | None = None
+        for _ in range(600):
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            request = (
+                f"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                "Connection: close\r\n\r\n"
+            )
+            writer.write(request.encode())
+            raw = await reader.read()
+            writer.close()
+            head, _, body = raw.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), raw[:300]
+            status = json.loads(body)
+            break
+        assert status is not None, "the server never answered"
+        assert status["caller"] == {"name": "home-assistant", "role": "operator"}
+        assert status["link"]["state"] == "disabled"
+        assert status["default_model"] == "gemma-3-270m"
+    finally:
+        if server.returncode is None:
+            os.killpg(server.pid, 15)
+            await asyncio.wait_for(server.wait(), 30)
