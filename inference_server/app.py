@@ -15,11 +15,12 @@ import aiohttp_cors
 from aiohttp import web
 
 from inference_server import __version__
-from inference_server.api import control, health, openai
+from inference_server.api import control, health, link, openai, vision
 from inference_server.api.errors import error_middleware
 from inference_server.config import Settings
 from inference_server.discovery import Advertiser
 from inference_server.events import StateWatcher
+from inference_server.link.monitor import LINK_KEY, LinkMonitor, link_lifecycle
 from inference_server.metrics import METRICS_KEY, Metrics, metrics_middleware
 from inference_server.models.registry import ModelRegistry
 from inference_server.node import NODE_KEY, Node, resolve_node_id
@@ -31,6 +32,7 @@ from inference_server.security.middleware import (
 )
 from inference_server.security.ratelimit import RateLimiter
 from inference_server.stats import STATS_KEY
+from inference_server.vision_setup import build_vision_service
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -61,6 +63,13 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
     app[RATE_LIMITER_KEY] = RateLimiter(settings.security.rate_limit_per_minute)
     for table in (openai.routes, control.routes, health.routes):
         app.router.add_routes(table)
+    app[vision.VISION_KEY] = build_vision_service(settings.vision)
+    app.router.add_routes(vision.routes)
+    app[LINK_KEY] = LinkMonitor(settings=settings.link, bus=node.events)
+    app.router.add_routes(link.routes)
+    if settings.link.enabled:
+        app.cleanup_ctx.append(link_lifecycle)
+    app.on_cleanup.append(_close_vision)
     _setup_cors(app, settings)
     app.cleanup_ctx.append(_engine_lifecycle)
     app.on_shutdown.append(_close_event_streams)
@@ -98,6 +107,10 @@ async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await node.engine.close()
+
+
+async def _close_vision(app: web.Application) -> None:
+    app[vision.VISION_KEY].close()
 
 
 async def _close_event_streams(app: web.Application) -> None:

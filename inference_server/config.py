@@ -102,12 +102,46 @@ class DiscoverySettings:
     """The zeroconf instance name; defaults to ``Prime Spark <node id>``."""
 
 
+VISION_BACKENDS = ("auto", "hailo", "cpu")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LinkSettings:
+    """The WireGuard link to cloud peers; off on a node without one."""
+
+    enabled: bool = False
+    interface: str = "wg0"
+    config_path: Path | None = None
+    """A wg-quick file; with ``manage`` the server brings it up at start and down at stop."""
+    manage: bool = False
+    """False when something else (the add-on's s6 service) owns the interface."""
+    poll_interval: float = 10.0
+    stale_after: float = 180.0
+    """A peer whose last handshake is older than this counts as disconnected."""
+    wg_command: tuple[str, ...] = ("wg",)
+    """How to call ``wg`` (a prefix such as ``ip netns exec NS wg`` reaches another namespace)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class VisionSettings:
+    backend: str = "auto"
+    """``auto`` uses the Hailo when it answers and the CPU detector otherwise."""
+    hailo_device: Path = Path("/dev/hailo0")
+    hailo_hef: Path | None = None
+    """A compiled detection model (HEF with Hailo NMS, COCO classes) for the Hailo."""
+    min_score: float = 0.5
+    max_detections: int = 50
+    max_image_bytes: int = 8 * 1024 * 1024
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+    link: LinkSettings = field(default_factory=LinkSettings)
+    vision: VisionSettings = field(default_factory=VisionSettings)
 
 
 def _port(value: Any) -> int:
@@ -202,11 +236,33 @@ SCHEMA = vol.Schema(
             vol.Optional("enabled"): _boolean,
             vol.Optional("instance_name"): vol.Any(None, vol.All(str, vol.Length(min=1, max=63))),
         },
+        vol.Optional("link", default={}): {
+            vol.Optional("enabled"): _boolean,
+            vol.Optional("interface"): vol.All(
+                str, vol.Match(r"^[A-Za-z0-9_=+.-]{1,15}$", msg="expected an interface name")
+            ),
+            vol.Optional("config_path"): vol.Any(None, vol.All(str, vol.Length(min=1))),
+            vol.Optional("manage"): _boolean,
+            vol.Optional("poll_interval"): vol.All(vol.Coerce(float), vol.Range(min=0.1)),
+            vol.Optional("stale_after"): vol.All(vol.Coerce(float), vol.Range(min=1)),
+            vol.Optional("wg_command"): vol.All(_string_list, vol.Length(min=1)),
+        },
+        vol.Optional("vision", default={}): {
+            vol.Optional("backend"): vol.All(
+                vol.Lower,
+                vol.In(VISION_BACKENDS, msg=f"expected one of {', '.join(VISION_BACKENDS)}"),
+            ),
+            vol.Optional("hailo_device"): vol.All(str, vol.Length(min=1)),
+            vol.Optional("hailo_hef"): vol.Any(None, vol.All(str, vol.Length(min=1))),
+            vol.Optional("min_score"): vol.All(vol.Coerce(float), vol.Range(min=0, max=1)),
+            vol.Optional("max_detections"): _positive_int(1, 1000),
+            vol.Optional("max_image_bytes"): _positive_int(1024),
+        },
     }
 )
 
 
-SECTIONS = ("server", "models", "security", "discovery")
+SECTIONS = ("server", "models", "security", "discovery", "link", "vision")
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
@@ -300,7 +356,18 @@ def _build(data: dict[str, dict[str, Any]]) -> Settings:
         security["api_tokens"] = tuple(ApiToken(**t) for t in security["api_tokens"])
     if "jwt_algorithms" in security:
         security["jwt_algorithms"] = tuple(security["jwt_algorithms"])
+    link = dict(data["link"])
+    if link.get("config_path"):
+        link["config_path"] = Path(link["config_path"]).expanduser()
+    if "wg_command" in link:
+        link["wg_command"] = tuple(link["wg_command"])
+    vision = dict(data["vision"])
+    for key in ("hailo_device", "hailo_hef"):
+        if vision.get(key):
+            vision[key] = Path(vision[key])
     return Settings(
+        link=LinkSettings(**link),
+        vision=VisionSettings(**vision),
         server=ServerSettings(**server),
         models=ModelSettings(**models),
         security=SecuritySettings(**security),

@@ -7,6 +7,7 @@ from datetime import timedelta
 from homeassistant.const import CONF_HOST, CONF_PORT, CONF_TOKEN, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.typing import ConfigType
 
@@ -18,8 +19,10 @@ from .coordinator import (
     PrimeSparkRuntimeData,
     PrimeSparkStatusCoordinator,
 )
+from .detect import async_setup_detect_service
 from .intent import async_setup_status_sentences
 from .issues import async_delete_issues
+from .link import async_setup_link, link_issue_id
 from .services import async_setup_services
 
 PLATFORMS = [Platform.BINARY_SENSOR, Platform.BUTTON, Platform.CONVERSATION, Platform.SENSOR]
@@ -30,6 +33,7 @@ CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Set up what exists once for every node: the actions and the status sentences."""
     async_setup_services(hass)
+    async_setup_detect_service(hass)
     await async_setup_status_sentences(hass)
     return True
 
@@ -46,7 +50,11 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrimeSparkConfigEntry) -
     # Unreachable -> ConfigEntryNotReady, 401 -> ConfigEntryAuthFailed (reauth).
     await coordinator.async_config_entry_first_refresh()
 
-    entry.runtime_data = PrimeSparkRuntimeData(client=client, status_coordinator=coordinator)
+    entry.runtime_data = PrimeSparkRuntimeData(
+        client=client,
+        status_coordinator=coordinator,
+        link_coordinator=await async_setup_link(hass, entry, client, coordinator.data.node_id),
+    )
 
     entry.async_create_background_task(
         hass,
@@ -63,6 +71,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: PrimeSparkConfigEntry) 
     """Unload a config entry; the event stream task ends with it."""
     if unloaded := await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
         async_delete_issues(hass, entry)
+        ir.async_delete_issue(hass, DOMAIN, link_issue_id(entry))
     return unloaded
 
 

@@ -16,6 +16,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from .client import Status
 from .coordinator import PrimeSparkConfigEntry
 from .entity import PrimeSparkEntity
+from .link import link_binary_sensors
 
 PARALLEL_UPDATES = 0
 
@@ -51,6 +52,7 @@ async def async_setup_entry(
     async_add_entities(
         PrimeSparkBinarySensorEntity(coordinator, description) for description in BINARY_SENSORS
     )
+    async_add_entities(link_binary_sensors(entry))
 
 
 class PrimeSparkBinarySensorEntity(PrimeSparkEntity, BinarySensorEntity):

@@ -21,7 +21,9 @@ from homeassistant.helpers.typing import StateType
 from .client import Status
 from .client.models import NODE_STATES
 from .coordinator import PrimeSparkConfigEntry
+from .detection_sensor import async_setup_detection_sensors
 from .entity import PrimeSparkEntity
+from .link import link_sensors
 
 PARALLEL_UPDATES = 0
 
@@ -161,6 +163,8 @@ async def async_setup_entry(
     """Set up the node's sensors."""
     coordinator = entry.runtime_data.status_coordinator
     async_add_entities(PrimeSparkSensorEntity(coordinator, description) for description in SENSORS)
+    async_add_entities(link_sensors(entry))
+    async_setup_detection_sensors(hass, entry, async_add_entities)
 
 
 class PrimeSparkSensorEntity(PrimeSparkEntity, SensorEntity):

@@ -102,6 +102,10 @@ def _loaded_entry(hass: HomeAssistant, entry_id: str | None) -> PrimeSparkConfig
     return loaded[0]
 
 
+loaded_entry = _loaded_entry
+"""The entry lookup, for the actions defined in other modules (``detect``)."""
+
+
 async def _async_generate(call: ServiceCall) -> ServiceResponse:
     """Generate text with the node's model: one completion, not streamed."""
     entry = _loaded_entry(call.hass, call.data.get(ATTR_CONFIG_ENTRY_ID))

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from inference_server.discovery import API_VERSION
 from inference_server.events import SHUTDOWN
+from inference_server.link.monitor import LINK_KEY
 from inference_server.node import NODE_KEY
 from inference_server.security.middleware import PRINCIPAL_KEY, public, requires
 
@@ -70,6 +71,7 @@ async def status(request: web.Request) -> web.Response:
             },
             "stats": node.stats_snapshot(),
             "caller": {"name": principal.name, "role": principal.role},
+            "link": request.app[LINK_KEY].snapshot(),
         }
     )
 

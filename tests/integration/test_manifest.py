@@ -9,6 +9,8 @@ import yaml
 
 from custom_components.prime_spark.binary_sensor import BINARY_SENSORS
 from custom_components.prime_spark.button import BUTTONS
+from custom_components.prime_spark.detection_sensor import DETECTION_SENSOR
+from custom_components.prime_spark.link import LINK_BINARY_SENSORS, LINK_SENSORS
 from custom_components.prime_spark.sensor import SENSORS
 
 PACKAGE = Path(__file__).parents[2] / "custom_components" / "prime_spark"
@@ -51,8 +53,8 @@ def test_every_entity_is_translated_and_has_an_icon() -> None:
     strings = _json("strings.json")["entity"]
     icons = _json("icons.json")["entity"]
     for platform, descriptions in (
-        ("sensor", SENSORS),
-        ("binary_sensor", BINARY_SENSORS),
+        ("sensor", (*SENSORS, *LINK_SENSORS, DETECTION_SENSOR)),
+        ("binary_sensor", (*BINARY_SENSORS, *LINK_BINARY_SENSORS)),
         ("button", BUTTONS),
     ):
         keys = {d.translation_key for d in descriptions}

@@ -16,6 +16,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.prime_spark.compat import vol
 from custom_components.prime_spark.const import DOMAIN, SERVICE_GENERATE
+from custom_components.prime_spark.detect import SERVICE_DETECT
 from tests.server.server_process import TOKENS, ServerProcess
 
 from .const import NODE_ID, OTHER_NODE_ID
@@ -212,5 +213,6 @@ def test_services_yaml_matches_strings_and_icons() -> None:
     services = yaml.safe_load((PACKAGE / "services.yaml").read_text(encoding="utf-8"))
     strings = json.loads((PACKAGE / "strings.json").read_text(encoding="utf-8"))["services"]
     icons = json.loads((PACKAGE / "icons.json").read_text(encoding="utf-8"))["services"]
-    assert set(services) == set(strings) == set(icons) == {SERVICE_GENERATE}
-    assert set(services[SERVICE_GENERATE]["fields"]) == set(strings[SERVICE_GENERATE]["fields"])
+    assert set(services) == set(strings) == set(icons) == {SERVICE_GENERATE, SERVICE_DETECT}
+    for service in (SERVICE_GENERATE, SERVICE_DETECT):
+        assert set(services[service]["fields"]) == set(strings[service]["fields"])

@@ -36,6 +36,7 @@ from .models import (
     ToolCallDelta,
     Usage,
 )
+from .vision import DetectedObject, Detections, LinkPeer, LinkStatus
 
 __all__ = [
     "API_BASE",
@@ -45,6 +46,10 @@ __all__ = [
     "ChatCompletionDelta",
     "ChatMessage",
     "ChatOptions",
+    "DetectedObject",
+    "Detections",
+    "LinkPeer",
+    "LinkStatus",
     "ModelInfo",
     "ModelList",
     "NodeState",

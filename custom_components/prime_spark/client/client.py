@@ -33,6 +33,7 @@ from .models import (
     parse_event,
 )
 from .sse import SSEDecoder, SSEMessage
+from .vision import Detections, LinkStatus
 
 DEFAULT_PORT = 8780
 API_BASE = "/api/v1"
@@ -44,6 +45,8 @@ EVENT_STREAM_IDLE_TIMEOUT = 45.0
 RELOAD_TIMEOUT = 300.0
 """Reloading answers once the model is ready again: minutes for a large model on a Pi."""
 CHAT_TIMEOUT = 120.0
+DETECT_TIMEOUT = 60.0
+"""Detection on a Pi's CPU takes a second or two; a busy node queues it."""
 
 
 class ChatOptions(TypedDict, total=False):
@@ -106,13 +109,18 @@ class PrimeSpark:
         *,
         body: Mapping[str, Any] | None = None,
         request_timeout: float | None = None,
+        data: bytes | None = None,
     ) -> Any:
         """One request; returns the decoded JSON body or raises the matching client error."""
         session = self._get_session()
         try:
             async with asyncio.timeout(request_timeout or self.request_timeout):
                 async with session.request(
-                    method, url, json=body, headers=self._headers("application/json")
+                    method,
+                    url,
+                    json=body,
+                    data=data,
+                    headers=self._headers("application/json"),
                 ) as response:
                     data = await _read_body(response)
                     if response.status >= 400:
@@ -266,6 +274,25 @@ class PrimeSpark:
             if isinstance(data, dict) and "error" in data:
                 raise _error_from(200, data, {})
             yield ChatCompletionDelta.from_dict(data)
+
+    async def detect(
+        self,
+        image: bytes,
+        *,
+        min_score: float | None = None,
+        request_timeout: float = DETECT_TIMEOUT,
+    ) -> Detections:
+        """``POST /api/v1/vision/detect``: objects in a JPEG/PNG image (operator role)."""
+        url = self._url("api", "v1", "vision", "detect")
+        if min_score is not None:
+            url = url.with_query(min_score=str(min_score))
+        return Detections.from_dict(
+            await self._request("POST", url, data=image, request_timeout=request_timeout)
+        )
+
+    async def link(self) -> LinkStatus:
+        """``GET /api/v1/link``: the WireGuard link to the cloud peers."""
+        return LinkStatus.from_dict(await self._request("GET", self._url("api", "v1", "link")))
 
     async def close(self) -> None:
         """Close the session if the client created it."""
