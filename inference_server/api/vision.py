@@ -65,6 +65,12 @@ async def detect(request: web.Request) -> web.Response:
     except ImageDecodeError as err:
         raise ApiError(400, str(err), code="invalid_image", param="image") from err
     except VisionUnavailableError as err:
+        if backend is not None:
+            # The caller chose a backend this node lacks: its choice to change (409), not an
+            # outage of the node, which still detects with ``backend`` left out.
+            raise ApiError(
+                409, str(err), code="vision_backend_unavailable", param="backend"
+            ) from err
         raise ApiError(
             503, str(err), type_="server_error", code="vision_unavailable", param="backend"
         ) from err

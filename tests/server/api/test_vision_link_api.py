@@ -61,7 +61,7 @@ def test_detect_blank_image_finds_nothing(server: ServerProcess, shape: tuple[in
         ("?min_score=high", ASTRONAUT, 400, "min_score"),
         ("?max_detections=0", ASTRONAUT, 400, "max_detections"),
         ("?backend=tpu", ASTRONAUT, 400, "backend"),
-        ("?backend=hailo", ASTRONAUT, 503, "backend"),
+        ("?backend=hailo", ASTRONAUT, 409, "backend"),
     ],
 )
 def test_detect_refuses_bad_input(
