@@ -129,6 +129,7 @@ async def dispatch(
     try:
         plan = await router.plan(route)
     except RouteRefused as err:
+        request[ROUTE_KEY] = RouteInfo(reason=err.reason)
         _decided(request, node, route, target=None, reason=err.reason, peer=None, ok=False)
         raise ApiError(err.status, str(err), code=err.code, param="model") from err
     failure: BaseException | None = None
@@ -262,6 +263,7 @@ async def _cloud(
                 _failed(node, upstream, err)
                 raise
             upstream.breaker.record_success()
+            upstream.reachable = True
             upstream.observe(time.monotonic() - started)
             _outcome(node, upstream, "ok")
             if metrics is not None:
@@ -329,6 +331,8 @@ def _failed(node: Node, upstream: Upstream, err: UpstreamError, outcome: str = "
         _outcome(node, upstream, "busy")
         return
     upstream.failures += 1
+    if err.status is None:
+        upstream.reachable = False  # no answer at all (an HTTP error still means it is up)
     upstream.breaker.record_failure(str(err))
     _outcome(node, upstream, outcome)
 
