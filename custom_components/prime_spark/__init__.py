@@ -18,11 +18,17 @@ from .coordinator import (
     PrimeSparkRuntimeData,
     PrimeSparkStatusCoordinator,
 )
-from .intent import async_setup_status_sentences
+from .intent import async_setup_mode_sentences, async_setup_status_sentences
 from .issues import async_delete_issues
 from .services import async_setup_services
 
-PLATFORMS = [Platform.BINARY_SENSOR, Platform.BUTTON, Platform.CONVERSATION, Platform.SENSOR]
+PLATFORMS = [
+    Platform.BINARY_SENSOR,
+    Platform.BUTTON,
+    Platform.CONVERSATION,
+    Platform.SELECT,
+    Platform.SENSOR,
+]
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
@@ -31,6 +37,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Set up what exists once for every node: the actions and the status sentences."""
     async_setup_services(hass)
     await async_setup_status_sentences(hass)
+    await async_setup_mode_sentences(hass)
     return True
 
 

@@ -372,6 +372,7 @@ def _decided(
         router.record(target, decision)
     else:
         router.last_decision = decision
+    decision["edge_share_percent"] = router.edge_share()
     if node.routing_metrics is not None:
         node.routing_metrics.decisions.labels(target or "none", peer or "", reason).inc()
     node.events.publish("route", decision)

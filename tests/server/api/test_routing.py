@@ -30,7 +30,9 @@ COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
 
 
 @pytest.fixture(scope="module")
-def cloud(make_server: MakeServer, seed_data_dir: Callable[[Path], Path]) -> Iterator[ServerProcess]:
+def cloud(
+    make_server: MakeServer, seed_data_dir: Callable[[Path], Path]
+) -> Iterator[ServerProcess]:
     """The cloud node: the same server, plus a model the edge does not have."""
     proc = make_server(
         {"models": {"slots": 2, "paths": []}, "routing": {"mode": "edge_first"}}, name="cloud"
@@ -129,9 +131,7 @@ def _served(proc: ServerProcess, route: str = "/v1/chat/completions") -> int:
     """Requests the node answered on ``route``, from its own Prometheus counter."""
     _, _, text = proc.request("GET", "/metrics", token=TOKENS["reader"])
     total = 0.0
-    pattern = re.compile(
-        r'^prime_spark_http_requests_total\{([^}]*)\} ([0-9.e+]+)$', re.MULTILINE
-    )
+    pattern = re.compile(r"^prime_spark_http_requests_total\{([^}]*)\} ([0-9.e+]+)$", re.MULTILINE)
     for labels, value in pattern.findall(text):
         if f'route="{route}"' in labels and 'method="POST"' in labels:
             total += float(value)
@@ -149,9 +149,9 @@ def _header(headers: dict[str, str], name: str) -> str | None:
     return lowered.get(name.lower())
 
 
-def _stream(edge: ServerProcess, body: dict[str, Any], path: str = "/v1/completions") -> Iterator[
-    tuple[dict[str, str], bytes]
-]:
+def _stream(
+    edge: ServerProcess, body: dict[str, Any], path: str = "/v1/completions"
+) -> Iterator[tuple[dict[str, str], bytes]]:
     """Yield (headers, line) for each SSE line of a streamed call."""
     request = urllib.request.Request(
         edge.url + path, data=json.dumps({**body, "stream": True}).encode(), method="POST"
@@ -372,9 +372,7 @@ def test_stream_cut_mid_way_reports_a_clear_error(
     assert "'cloud'" in error["message"]
 
 
-def test_stream_falls_back_before_the_first_byte(
-    edge: ServerProcess, cloud: ServerProcess
-) -> None:
+def test_stream_falls_back_before_the_first_byte(edge: ServerProcess, cloud: ServerProcess) -> None:
     _set(edge, routing="cloud_first")
     assert cloud.process is not None
     cloud.process.kill()
@@ -403,7 +401,11 @@ def test_power_modes_change_the_next_requests(edge: ServerProcess, cloud: Server
 
     _set(edge, power="power_save")
     power = _status(edge)["power"]
-    assert (power["threads"], power["slots"], power["max_tokens_cap"]) == (max(1, cores // 2), 1, 256)
+    assert (power["threads"], power["slots"], power["max_tokens_cap"]) == (
+        max(1, cores // 2),
+        1,
+        256,
+    )
 
     _set(edge, power="critical")
     status = _status(edge)
