@@ -9,6 +9,7 @@ import yaml
 
 from custom_components.prime_spark.binary_sensor import BINARY_SENSORS
 from custom_components.prime_spark.button import BUTTONS
+from custom_components.prime_spark.select import SELECTS
 from custom_components.prime_spark.sensor import SENSORS
 
 PACKAGE = Path(__file__).parents[2] / "custom_components" / "prime_spark"
@@ -54,11 +55,12 @@ def test_every_entity_is_translated_and_has_an_icon() -> None:
         ("sensor", SENSORS),
         ("binary_sensor", BINARY_SENSORS),
         ("button", BUTTONS),
+        ("select", SELECTS),
     ):
         keys = {d.translation_key for d in descriptions}
         assert keys == set(strings[platform]), platform
-        # Timestamps have the device class's icon.
-        assert keys - {"uptime"} == set(icons[platform]), platform
+        # Timestamps and power have the device class's icon.
+        assert keys - {"uptime", "power"} == set(icons[platform]), platform
 
 
 def test_manifest() -> None:
