@@ -114,7 +114,10 @@ class Node:
         return out
 
     def stats_snapshot(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.stats.snapshot())
+        stats = dataclasses.asdict(self.stats.snapshot())
+        if self.router is not None:
+            stats["peers"] = self.router.peer_stats()
+        return stats
 
 
 NODE_KEY: Final = web.AppKey("node", Node)

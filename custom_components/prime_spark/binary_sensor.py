@@ -10,12 +10,13 @@ from homeassistant.components.binary_sensor import (
     BinarySensorEntity,
     BinarySensorEntityDescription,
 )
+from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .client import Status
+from .client import Peer, Status
 from .coordinator import PrimeSparkConfigEntry
-from .entity import PrimeSparkEntity
+from .entity import PrimeSparkEntity, PrimeSparkPeerEntity
 
 PARALLEL_UPDATES = 0
 
@@ -41,6 +42,14 @@ BINARY_SENSORS: tuple[PrimeSparkBinarySensorEntityDescription, ...] = (
 )
 
 
+PEER_REACHABLE = BinarySensorEntityDescription(
+    key="peer_reachable",
+    translation_key="peer_reachable",
+    device_class=BinarySensorDeviceClass.CONNECTIVITY,
+)
+"""On while the peer answers and its circuit breaker lets requests through."""
+
+
 async def async_setup_entry(
     hass: HomeAssistant,
     entry: PrimeSparkConfigEntry,
@@ -51,6 +60,12 @@ async def async_setup_entry(
     async_add_entities(
         PrimeSparkBinarySensorEntity(coordinator, description) for description in BINARY_SENSORS
     )
+    routing = coordinator.data.routing
+    if routing is not None:
+        async_add_entities(
+            PrimeSparkPeerBinarySensorEntity(coordinator, PEER_REACHABLE, peer.name)
+            for peer in routing.peers
+        )
 
 
 class PrimeSparkBinarySensorEntity(PrimeSparkEntity, BinarySensorEntity):
@@ -63,3 +78,25 @@ class PrimeSparkBinarySensorEntity(PrimeSparkEntity, BinarySensorEntity):
     def is_on(self) -> bool:
         """Return the state of the binary sensor."""
         return self.entity_description.is_on_fn(self.coordinator.data)
+
+
+class PrimeSparkPeerBinarySensorEntity(PrimeSparkPeerEntity, BinarySensorEntity):
+    """Whether a cloud peer can take requests: reachable, breaker not open."""
+
+    @property
+    @override
+    def is_on(self) -> bool | None:
+        """Return the state of the binary sensor (None until the first health check)."""
+        peer: Peer | None = self.peer
+        if peer is None or peer.reachable is None:
+            return None
+        return peer.reachable and peer.breaker != "open"
+
+    @property
+    @override
+    def extra_state_attributes(self) -> dict[str, str | None] | None:
+        """The breaker's state and the last error, for automations and the dashboard."""
+        peer = self.peer
+        if peer is None:
+            return None
+        return {"breaker": peer.breaker, "last_error": peer.last_error}

@@ -18,10 +18,10 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
-from .client import Status
-from .client.models import NODE_STATES
+from .client import Routing, Status
+from .client.models import BREAKER_STATES, NODE_STATES
 from .coordinator import PrimeSparkConfigEntry
-from .entity import PrimeSparkEntity
+from .entity import PrimeSparkEntity, PrimeSparkPeerEntity
 
 PARALLEL_UPDATES = 0
 
@@ -205,6 +205,48 @@ SENSORS: tuple[PrimeSparkSensorEntityDescription, ...] = (
 )
 
 
+@dataclass(frozen=True, kw_only=True)
+class PrimeSparkPeerSensorEntityDescription(SensorEntityDescription):
+    """Describes a sensor of a cloud peer."""
+
+    value_fn: Callable[[Routing, str], StateType]
+
+
+PEER_SENSORS: tuple[PrimeSparkPeerSensorEntityDescription, ...] = (
+    PrimeSparkPeerSensorEntityDescription(
+        key="peer_breaker",
+        translation_key="peer_breaker",
+        device_class=SensorDeviceClass.ENUM,
+        options=list(BREAKER_STATES),
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda routing, name: _peer_value(routing, name, "breaker"),
+    ),
+    PrimeSparkPeerSensorEntityDescription(
+        key="peer_latency",
+        translation_key="peer_latency",
+        device_class=SensorDeviceClass.DURATION,
+        native_unit_of_measurement=UnitOfTime.MILLISECONDS,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=0,
+        value_fn=lambda routing, name: _peer_value(routing, name, "latency_ms"),
+    ),
+    PrimeSparkPeerSensorEntityDescription(
+        key="peer_share",
+        translation_key="peer_share",
+        native_unit_of_measurement=PERCENTAGE,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=0,
+        value_fn=lambda routing, name: routing.peer_share(name),
+    ),
+)
+
+
+def _peer_value(routing: Routing, name: str, field: str) -> StateType:
+    peer = routing.peer(name)
+    value: StateType = None if peer is None else getattr(peer, field)
+    return value
+
+
 async def async_setup_entry(
     hass: HomeAssistant,
     entry: PrimeSparkConfigEntry,
@@ -217,6 +259,13 @@ async def async_setup_entry(
         for description in SENSORS
         if description.has_fn(coordinator.data)
     )
+    routing = coordinator.data.routing
+    if routing is not None:
+        async_add_entities(
+            PrimeSparkPeerSensorEntity(coordinator, description, peer.name)
+            for peer in routing.peers
+            for description in PEER_SENSORS
+        )
 
 
 class PrimeSparkSensorEntity(PrimeSparkEntity, SensorEntity):
@@ -241,3 +290,18 @@ class PrimeSparkSensorEntity(PrimeSparkEntity, SensorEntity):
     def extra_state_attributes(self) -> dict[str, Any] | None:
         """Details of the value (the last routing decision's target, peer and model)."""
         return self.entity_description.attributes_fn(self.coordinator.data)
+
+
+class PrimeSparkPeerSensorEntity(PrimeSparkPeerEntity, SensorEntity):
+    """A sensor of a cloud peer: breaker, latency, share of requests."""
+
+    entity_description: PrimeSparkPeerSensorEntityDescription
+
+    @property
+    @override
+    def native_value(self) -> StateType:
+        """Return the state of the sensor."""
+        routing = self.coordinator.data.routing
+        if routing is None:  # pragma: no cover - the entity exists only with routing
+            return None
+        return self.entity_description.value_fn(routing, self.peer_name)

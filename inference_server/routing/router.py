@@ -486,12 +486,27 @@ class Router:
             "reasons": list(REASONS),
         }
 
+    def peer_stats(self) -> dict[str, dict[str, Any]]:
+        """Per peer: latency and counts, sent with the periodic ``stats`` event."""
+        return {
+            u.name: {
+                "latency_ms": None if u.latency is None else round(u.latency * 1000, 1),
+                "requests": u.requests,
+                "failures": u.failures,
+            }
+            for u in self.upstreams
+        }
+
     def snapshot(self) -> dict[str, Any]:
         """The part Home Assistant follows live (compared for equality by the event watcher)."""
         return {
             "routing_mode": self._mode,
             "peers": {
-                u.name: {"breaker": u.breaker.state, "reachable": u.reachable}
+                u.name: {
+                    "breaker": u.breaker.state,
+                    "reachable": u.reachable,
+                    "last_error": u.breaker.last_error,
+                }
                 for u in self.upstreams
             },
         }

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from custom_components.prime_spark.binary_sensor import BINARY_SENSORS
+from custom_components.prime_spark.binary_sensor import BINARY_SENSORS, PEER_REACHABLE
 from custom_components.prime_spark.button import BUTTONS
 from custom_components.prime_spark.select import SELECTS
-from custom_components.prime_spark.sensor import SENSORS
+from custom_components.prime_spark.sensor import PEER_SENSORS, SENSORS
 
 PACKAGE = Path(__file__).parents[2] / "custom_components" / "prime_spark"
 
@@ -52,15 +52,15 @@ def test_every_entity_is_translated_and_has_an_icon() -> None:
     strings = _json("strings.json")["entity"]
     icons = _json("icons.json")["entity"]
     for platform, descriptions in (
-        ("sensor", SENSORS),
-        ("binary_sensor", BINARY_SENSORS),
+        ("sensor", (*SENSORS, *PEER_SENSORS)),
+        ("binary_sensor", (*BINARY_SENSORS, PEER_REACHABLE)),
         ("button", BUTTONS),
         ("select", SELECTS),
     ):
         keys = {d.translation_key for d in descriptions}
         assert keys == set(strings[platform]), platform
-        # Timestamps and power have the device class's icon.
-        assert keys - {"uptime", "power"} == set(icons[platform]), platform
+        # Timestamps, power and connectivity have the device class's icon.
+        assert keys - {"uptime", "power", "peer_reachable"} == set(icons[platform]), platform
 
 
 def test_manifest() -> None:

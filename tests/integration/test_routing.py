@@ -373,7 +373,7 @@ def test_parsing_routing_data() -> None:
             "power_watts": None,
         }
     )
-    assert state.peers == {"vps": ("open", False), "gone": ("closed", None)}
+    assert state.peers == {"vps": ("open", False, None), "gone": ("closed", None, None)}
     base = _minimal_status()
     assert base.routing is None and base.power is None  # a server before routing
     assert base.with_state(state).routing is None

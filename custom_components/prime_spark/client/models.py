@@ -141,6 +141,15 @@ class ModelList:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class PeerStats:
+    """A cloud peer's request latency and counts, as the periodic ``stats`` event sends them."""
+
+    latency_ms: float | None
+    requests: int
+    failures: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Stats:
     """Rolling one-minute request statistics of the node."""
 
@@ -151,10 +160,23 @@ class Stats:
     tokens_per_second: float | None
     generated_tokens_total: int
     requests_total: int
+    peers: Mapping[str, PeerStats] | None = None
+    """None from servers without routing."""
 
     @classmethod
     def from_dict(cls, data: object) -> Stats:
         f = _Fields(data, "stats")
+        peers_data = f.opt_raw("peers")
+        peers = None
+        if peers_data is not None:
+            peers = {}
+            for name, value in peers_data.items():
+                peer = _Fields(value, f"stats.peers.{name}")
+                peers[str(name)] = PeerStats(
+                    latency_ms=peer.opt_number("latency_ms"),
+                    requests=peer.integer("requests"),
+                    failures=peer.integer("failures"),
+                )
         return cls(
             requests_per_minute=f.integer("requests_per_minute"),
             errors_per_minute=f.integer("errors_per_minute"),
@@ -163,6 +185,7 @@ class Stats:
             tokens_per_second=f.opt_number("tokens_per_second"),
             generated_tokens_total=f.integer("generated_tokens_total"),
             requests_total=f.integer("requests_total"),
+            peers=peers,
         )
 
 
@@ -245,10 +268,25 @@ class Routing:
             last_decision=None if last is None else RouteDecision.from_dict(last),
         )
 
+    def peer(self, name: str) -> Peer | None:
+        return next((p for p in self.peers if p.name == name), None)
+
+    def peer_share(self, name: str) -> float | None:
+        """Percent of all routed requests this peer answered (None before the first)."""
+        total = self.edge_requests + self.cloud_requests
+        peer = self.peer(name)
+        if peer is None or total == 0:
+            return None
+        return round(min(100.0, 100.0 * max(0, peer.requests - peer.failures) / total), 1)
+
     def with_decision(self, decision: RouteDecision) -> Routing:
         """This routing view after one more decision (a pushed ``route`` event)."""
         return replace(
             self,
+            peers=tuple(
+                replace(p, requests=p.requests + 1) if p.name == decision.peer else p
+                for p in self.peers
+            ),
             edge_requests=self.edge_requests + (decision.target == "edge"),
             cloud_requests=self.cloud_requests + (decision.target == "cloud"),
             edge_share_percent=decision.edge_share_percent
@@ -297,20 +335,24 @@ class NodeState:
     threads: int | None = None
     slot_limit: int | None = None
     power_watts: float | None = None
-    peers: Mapping[str, tuple[str, bool | None]] | None = None
-    """Each cloud peer's breaker state and reachability (None from servers without routing)."""
+    peers: Mapping[str, tuple[str, bool | None, str | None]] | None = None
+    """Each cloud peer's breaker state, reachability and last error (None without routing)."""
 
     @classmethod
     def from_dict(cls, data: object) -> NodeState:
         f = _Fields(data, "state")
         peers_data = f.opt_raw("peers")
-        peers: dict[str, tuple[str, bool | None]] | None = None
+        peers: dict[str, tuple[str, bool | None, str | None]] | None = None
         if peers_data is not None:
             peers = {}
             for name, value in peers_data.items():
                 peer = _Fields(value, f"state.peers.{name}")
                 reachable = peer.opt_boolean("reachable")
-                peers[str(name)] = (peer.string("breaker"), reachable)
+                peers[str(name)] = (
+                    peer.string("breaker"),
+                    reachable,
+                    peer.opt_string("last_error"),
+                )
         return cls(
             ready=f.boolean("ready"),
             state=f.node_state("state"),
@@ -394,7 +436,12 @@ class Status:
                 routing,
                 mode=state.routing_mode,
                 peers=tuple(
-                    replace(p, breaker=peers[p.name][0], reachable=peers[p.name][1])
+                    replace(
+                        p,
+                        breaker=peers[p.name][0],
+                        reachable=peers[p.name][1],
+                        last_error=peers[p.name][2],
+                    )
                     if p.name in peers
                     else p
                     for p in routing.peers
@@ -424,7 +471,24 @@ class Status:
 
     def with_stats(self, stats: Stats) -> Status:
         """This status with a pushed ``stats`` event applied."""
-        return replace(self, stats=stats)
+        routing = self.routing
+        if routing is not None and stats.peers:
+            peers = stats.peers
+            routing = replace(
+                routing,
+                peers=tuple(
+                    replace(
+                        p,
+                        latency_ms=peers[p.name].latency_ms,
+                        requests=peers[p.name].requests,
+                        failures=peers[p.name].failures,
+                    )
+                    if p.name in peers
+                    else p
+                    for p in routing.peers
+                ),
+            )
+        return replace(self, stats=stats, routing=routing)
 
     def with_route(self, decision: RouteDecision) -> Status:
         """This status with a pushed ``route`` event applied."""
