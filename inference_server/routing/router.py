@@ -362,6 +362,14 @@ class Router:
         if request.forwarded:
             plan.attempts = [Attempt(target="edge", reason=EDGE_FORWARDED)]
             return plan
+        if not self.upstreams:  # a single node: no model lookups, nothing to weigh
+            reason = (
+                EDGE_PRIVATE
+                if request.private
+                else (EDGE_FIRST if self._mode == "edge_first" else EDGE_NO_PEER)
+            )
+            plan.attempts = [Attempt(target="edge", reason=reason)]
+            return plan
         serving = [
             u for u in self.upstreams if u.model_for(request.model, edge_default) is not None
         ]
