@@ -6,6 +6,7 @@ each branch is pinned down with an edge whose load and models the test sets dire
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from inference_server.config import PeerSettings, RoutingMode, Settings, load_settings
 from inference_server.power.modes import PowerManager
 from inference_server.routing.router import (
+    REASONS,
     EdgeView,
     Router,
     RouteRefused,
@@ -169,3 +171,10 @@ async def test_modes_persist(tmp_path: Path) -> None:
 def test_peer_settings_are_typed() -> None:
     peer = PeerSettings(name="x", url="http://x")
     assert (peer.priority, peer.models, peer.max_concurrency) == (0, (), 4)
+
+
+def test_readme_lists_every_reason() -> None:
+    """Users read the reasons in the README: it must list exactly the ones the router gives."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `((?:edge|cloud|refused): [^`]+)` \|", readme, re.M))
+    assert documented == set(REASONS)
