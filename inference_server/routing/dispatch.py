@@ -264,7 +264,7 @@ async def _cloud(
                 raise
             upstream.breaker.record_success()
             upstream.reachable = True
-            upstream.observe(time.monotonic() - started)
+            router.observe_cloud(upstream, time.monotonic() - started)
             _outcome(node, upstream, "ok")
             if metrics is not None:
                 metrics.usage(upstream.name, data.get("usage"))
@@ -315,7 +315,7 @@ async def _cloud(
             return response
         else:
             upstream.breaker.record_success()
-            upstream.observe(time.monotonic() - started)
+            router.observe_cloud(upstream, time.monotonic() - started)
             _outcome(node, upstream, "ok")
             if metrics is not None:
                 metrics.usage(upstream.name, stream.usage)

@@ -14,14 +14,13 @@ Decision order (first match wins):
 4. no peer / no healthy peer → edge
 5. critical power mode → cloud
 6. the mode: edge_first (cloud only when the edge is not ready or its queue is full),
-   cloud_first, balanced (lower estimated wait: latency x (1 + load), edge's scaled by the
-   power mode's bias)
+   cloud_first, balanced (shorter expected time: service time x (1 + load), plus the peer's
+   network round trip; the edge's scaled by the power mode's bias; a tie stays home)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -159,13 +158,13 @@ class Upstream:
         busy = max(self.inflight, (self.slots_busy or 0)) + (self.queue_depth or 0)
         return busy / max(1, capacity)
 
-    def estimate(self) -> float:
-        return (self.latency or _DEFAULT_LATENCY) * (1 + self.load())
+    def estimate(self, service: float) -> float:
+        """Expected seconds until done here: a request's service time stretched by the load,
+        plus the network round trip (the health check's)."""
+        return service * (1 + self.load()) + (self.probe_latency or 0.0)
 
     def observe(self, seconds: float) -> None:
-        self.latency = (
-            seconds if self.latency is None else ((1 - _EWMA) * self.latency + _EWMA * seconds)
-        )
+        self.latency = _ewma(self.latency, seconds)
 
     def describe(self) -> dict[str, Any]:
         breaker = self.breaker
@@ -249,6 +248,7 @@ class Router:
         self._session: aiohttp.ClientSession | None = None
         self.edge_inflight = 0
         self.edge_latency: float | None = None
+        self.service: float | None = None
         self.history: deque[Target] = deque(maxlen=_HISTORY)
         self.totals: dict[Target, int] = {"edge": 0, "cloud": 0}
         self.last_decision: dict[str, Any] | None = None
@@ -426,8 +426,9 @@ class Router:
             return self._edge_then_cloud(plan, cloud, EDGE_FIRST)
         if self._mode == "cloud_first":
             return self._cloud_then_edge(plan, cloud, CLOUD_FIRST)
-        best = min(cloud, key=lambda u: u.estimate())
-        if not self._edge.ready() or self.edge_estimate() > best.estimate():
+        service = self.service_seconds()
+        best = min(cloud, key=lambda u: u.estimate(service))
+        if not self._edge.ready() or self.edge_estimate() > best.estimate(service):
             rest = [u for u in cloud if u is not best]
             return self._cloud_then_edge(plan, [best, *rest], CLOUD_BALANCED)
         return self._edge_then_cloud(plan, cloud, EDGE_BALANCED)
@@ -447,10 +448,18 @@ class Router:
         ]
         return plan
 
+    def service_seconds(self) -> float:
+        """Moving average of request durations on either side.
+
+        One figure for both sides on purpose: per-side averages mostly measured which side
+        happened to get the long answers, and then kept sending everything to the other one.
+        The sides differ by load, network and the power bias instead, which are known now.
+        """
+        return self.service or _DEFAULT_LATENCY
+
     def edge_estimate(self) -> float:
         load = self.edge_inflight / max(1, self._edge.slots())
-        latency = self.edge_latency or _DEFAULT_LATENCY
-        return latency * (1 + load) * self._power.profile.edge_weight
+        return self.service_seconds() * (1 + load) * self._power.profile.edge_weight
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -460,11 +469,12 @@ class Router:
         self.last_decision = decision
 
     def observe_edge(self, seconds: float) -> None:
-        self.edge_latency = (
-            seconds
-            if self.edge_latency is None
-            else ((1 - _EWMA) * self.edge_latency + _EWMA * seconds)
-        )
+        self.edge_latency = _ewma(self.edge_latency, seconds)
+        self.service = _ewma(self.service, seconds)
+
+    def observe_cloud(self, upstream: Upstream, seconds: float) -> None:
+        upstream.observe(seconds)
+        self.service = _ewma(self.service, seconds)
 
     def edge_share(self) -> float | None:
         """Percent of the last 200 routed requests served on the edge; None before the first."""
@@ -520,7 +530,5 @@ class Router:
         }
 
 
-async def cancel_quietly(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+def _ewma(current: float | None, sample: float) -> float:
+    return sample if current is None else (1 - _EWMA) * current + _EWMA * sample

@@ -127,14 +127,18 @@ async def test_balanced_weighs_load_and_power(tmp_path: Path) -> None:
     edge = Edge()
     router, power = await _router(tmp_path, edge, "balanced")
     assert (await _reasons(router, _request()))[0] == "edge: balanced, edge less loaded"
-    router.edge_inflight = 2  # the edge's two slots are busy
+    router.edge_inflight = 1  # one of the edge's two slots is busy: the idle cloud is better
     assert (await _reasons(router, _request()))[0] == "cloud: balanced, cloud less loaded"
-    router.edge_inflight = 0
-    router.edge_latency = 1.2  # slower than the cloud's (unknown: 1 s) ...
-    assert (await _reasons(router, _request()))[0] == "cloud: balanced, cloud less loaded"
-    power.set_mode("performance")  # ... but performance favours the edge
+    router.upstreams[0].inflight = 2  # now the cloud is as busy (2 of its 4): a tie stays home
     assert (await _reasons(router, _request()))[0] == "edge: balanced, edge less loaded"
-    power.set_mode("power_save")
+    router.upstreams[0].probe_latency = 0.5  # and a far cloud loses more clearly
+    router.upstreams[0].inflight = 3
+    power.set_mode("performance")  # performance favours the edge (x0.75): 1.125 < 2.25
+    assert (await _reasons(router, _request()))[0] == "edge: balanced, edge less loaded"
+    router.edge_inflight = 0
+    router.upstreams[0].inflight = 0
+    router.upstreams[0].probe_latency = None
+    power.set_mode("power_save")  # power_save favours the cloud (x2): 2 > 1
     assert (await _reasons(router, _request()))[0] == "cloud: balanced, cloud less loaded"
     power.set_mode("critical")
     assert await _reasons(router, _request()) == ["cloud: power critical", "edge: cloud failed"]

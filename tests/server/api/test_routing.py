@@ -219,8 +219,11 @@ def test_cloud_first_embeddings_and_streams(edge: ServerProcess, cloud: ServerPr
 
 
 def test_balanced_spreads_by_load(edge: ServerProcess, cloud: ServerProcess) -> None:
-    """Both sides learn a latency; the load each one carries decides who takes the next one."""
+    """An idle edge serves; under load the cloud takes the overflow."""
     _set(edge, routing="balanced")
+    status, headers, _ = _chat(edge)
+    assert status == 200
+    assert _header(headers, ROUTE) == "edge: balanced, edge less loaded"
     body = {**CHAT, "max_tokens": 24}
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda _: _chat(edge, body), range(6)))
