@@ -16,6 +16,8 @@ from aiohttp import web
 
 from inference_server import __version__
 from inference_server.api import control, health, link, openai, vision
+from inference_server.api import power as power_api
+from inference_server.api import routing as routing_api
 from inference_server.api.errors import error_middleware
 from inference_server.config import Settings
 from inference_server.discovery import Advertiser
@@ -24,6 +26,7 @@ from inference_server.link.monitor import LINK_KEY, LinkMonitor, link_lifecycle
 from inference_server.metrics import METRICS_KEY, Metrics, metrics_middleware
 from inference_server.models.registry import ModelRegistry
 from inference_server.node import NODE_KEY, Node, resolve_node_id
+from inference_server.routing.setup import attach_routing
 from inference_server.security.auth import Authenticator, bootstrap_admin_token
 from inference_server.security.middleware import (
     AUTHENTICATOR_KEY,
@@ -56,12 +59,19 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
     app[NODE_KEY] = node
     app[METRICS_KEY] = metrics
     app[STATS_KEY] = node.stats
+    attach_routing(app, node)
     bootstrap = bootstrap_admin_token(settings.security, settings.server.data_dir)
     app[AUTHENTICATOR_KEY] = Authenticator(
         settings.security, (bootstrap,) if bootstrap is not None else ()
     )
     app[RATE_LIMITER_KEY] = RateLimiter(settings.security.rate_limit_per_minute)
-    for table in (openai.routes, control.routes, health.routes):
+    for table in (
+        openai.routes,
+        control.routes,
+        health.routes,
+        routing_api.routes,
+        power_api.routes,
+    ):
         app.router.add_routes(table)
     app[vision.VISION_KEY] = build_vision_service(settings.vision)
     app.router.add_routes(vision.routes)

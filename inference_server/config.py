@@ -134,6 +134,57 @@ class VisionSettings:
     max_image_bytes: int = 8 * 1024 * 1024
 
 
+RoutingMode = Literal["edge_first", "cloud_first", "balanced"]
+ROUTING_MODES: tuple[RoutingMode, ...] = ("edge_first", "cloud_first", "balanced")
+PowerMode = Literal["performance", "balanced", "power_save", "critical"]
+POWER_MODES: tuple[PowerMode, ...] = ("performance", "balanced", "power_save", "critical")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PeerSettings:
+    """An OpenAI-compatible upstream: a cloud Prime Spark node, Ollama or vLLM."""
+
+    name: str
+    url: str
+    """Base URL without ``/v1`` (``http://10.8.0.1:8780``)."""
+    token: str | None = None
+    models: tuple[str, ...] = ()
+    """Models the peer serves; empty asks the peer (``GET /v1/models``) at each health check."""
+    priority: int = 0
+    """Lower is tried first among healthy peers."""
+    connect_timeout: float = 3.0
+    first_byte_timeout: float = 60.0
+    """Seconds until the peer's response starts; later a failure can still fall back."""
+    timeout: float = 300.0
+    """Seconds for the whole request."""
+    max_concurrency: int = 4
+    """Requests the peer takes at once when it does not report its slots (balanced mode)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RoutingSettings:
+    mode: RoutingMode = "edge_first"
+    """The mode at first start; a mode set through the control API is kept in the data dir."""
+    peers: tuple[PeerSettings, ...] = ()
+    default_private: bool = False
+    """Requests that do not say otherwise are private (never leave this node)."""
+    private_tokens: tuple[str, ...] = ()
+    """Token names (``security.api_tokens``) whose requests are private unless they say not."""
+    health_interval: float = 15.0
+    failure_threshold: int = 3
+    """Consecutive failures that open a peer's circuit breaker."""
+    cooldown: float = 30.0
+    """Seconds an open breaker waits before one probe may go through (half-open)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PowerSettings:
+    mode: PowerMode = "balanced"
+    """The mode at first start; a mode set through the control API is kept in the data dir."""
+    pmic_command: str = "vcgencmd"
+    """The Raspberry Pi tool read for power telemetry; absent means "no telemetry"."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -142,6 +193,8 @@ class Settings:
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     link: LinkSettings = field(default_factory=LinkSettings)
     vision: VisionSettings = field(default_factory=VisionSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    power: PowerSettings = field(default_factory=PowerSettings)
 
 
 def _port(value: Any) -> int:
@@ -180,6 +233,47 @@ def _jwt_secret(value: Any) -> str | None:
         raise vol.Invalid("a JWT secret needs 32+ characters (HS256 keys shorter are guessable)")
     return value
 
+
+def _seconds(minimum: float = 0.1) -> vol.All:
+    return vol.All(vol.Coerce(float), vol.Range(min=minimum))
+
+
+def _peer_url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise vol.Invalid("expected an http:// or https:// URL")
+    url = value.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def _peer_list(value: Any) -> list[dict[str, Any]]:
+    """Peers come as a list of mappings, or as JSON text from an environment variable."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise vol.Invalid(f"expected a JSON list of peers ({err.msg})") from err
+    peers: list[dict[str, Any]] = vol.Schema([PEER_SCHEMA])(value)
+    names = [p["name"] for p in peers]
+    if len(set(names)) != len(names):
+        raise vol.Invalid("peer names must be unique")
+    return peers
+
+
+PEER_SCHEMA = vol.Schema(
+    {
+        vol.Required("name"): vol.All(
+            str, vol.Match(r"^[A-Za-z0-9_.-]{1,64}$", msg="expected 1-64 of A-Z a-z 0-9 _ . -")
+        ),
+        vol.Required("url"): _peer_url,
+        vol.Optional("token"): vol.Any(None, vol.All(str, vol.Length(min=1))),
+        vol.Optional("models"): _string_list,
+        vol.Optional("priority"): vol.All(vol.Coerce(int), vol.Range(min=0, max=1000)),
+        vol.Optional("connect_timeout"): _seconds(),
+        vol.Optional("first_byte_timeout"): _seconds(),
+        vol.Optional("timeout"): _seconds(),
+        vol.Optional("max_concurrency"): _positive_int(1, 1024),
+    }
+)
 
 TOKEN_SCHEMA = vol.Schema(
     {
@@ -258,11 +352,28 @@ SCHEMA = vol.Schema(
             vol.Optional("max_detections"): _positive_int(1, 1000),
             vol.Optional("max_image_bytes"): _positive_int(1024),
         },
+        vol.Optional("routing", default={}): {
+            vol.Optional("mode"): vol.In(
+                ROUTING_MODES, msg=f"expected one of {', '.join(ROUTING_MODES)}"
+            ),
+            vol.Optional("peers"): _peer_list,
+            vol.Optional("default_private"): _boolean,
+            vol.Optional("private_tokens"): _string_list,
+            vol.Optional("health_interval"): _seconds(),
+            vol.Optional("failure_threshold"): _positive_int(1, 100),
+            vol.Optional("cooldown"): _seconds(),
+        },
+        vol.Optional("power", default={}): {
+            vol.Optional("mode"): vol.In(
+                POWER_MODES, msg=f"expected one of {', '.join(POWER_MODES)}"
+            ),
+            vol.Optional("pmic_command"): vol.All(str, vol.Length(min=1)),
+        },
     }
 )
 
 
-SECTIONS = ("server", "models", "security", "discovery", "link", "vision")
+SECTIONS = ("server", "models", "security", "discovery", "link", "vision", "routing", "power")
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
@@ -365,6 +476,13 @@ def _build(data: dict[str, dict[str, Any]]) -> Settings:
     for key in ("hailo_device", "hailo_hef"):
         if vision.get(key):
             vision[key] = Path(vision[key])
+    routing = dict(data["routing"])
+    if "peers" in routing:
+        routing["peers"] = tuple(
+            PeerSettings(**{**p, "models": tuple(p.get("models", ()))}) for p in routing["peers"]
+        )
+    if "private_tokens" in routing:
+        routing["private_tokens"] = tuple(routing["private_tokens"])
     return Settings(
         link=LinkSettings(**link),
         vision=VisionSettings(**vision),
@@ -372,4 +490,6 @@ def _build(data: dict[str, dict[str, Any]]) -> Settings:
         models=ModelSettings(**models),
         security=SecuritySettings(**security),
         discovery=DiscoverySettings(**data["discovery"]),
+        routing=RoutingSettings(**routing),
+        power=PowerSettings(**data["power"]),
     )

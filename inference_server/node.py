@@ -12,7 +12,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
@@ -22,6 +22,12 @@ from inference_server.events import EventBus
 from inference_server.metrics import Metrics
 from inference_server.models.registry import ModelRegistry
 from inference_server.stats import RequestStats
+
+if TYPE_CHECKING:
+    from inference_server.power.modes import PowerManager
+    from inference_server.power.telemetry import PmicReader
+    from inference_server.routing.metrics import RoutingMetrics
+    from inference_server.routing.router import Router
 
 NODE_ID_FILE = "node_id"
 _NODE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -58,6 +64,12 @@ class Node:
     events: EventBus = field(default_factory=EventBus)
     started_at: int = field(default_factory=lambda: int(time.time()))
     started_monotonic: float = field(default_factory=time.monotonic)
+    router: Router | None = None
+    power: PowerManager | None = None
+    routing_metrics: RoutingMetrics | None = None
+    power_watts: float | None = None
+    power_reader: PmicReader | None = None
+    """Last PMIC reading (refreshed in the background); None where the board has no telemetry."""
 
     @property
     def version(self) -> str:
@@ -84,10 +96,28 @@ class Node:
             "slots_busy": sum(1 for s in slots if s.busy),
             "slots_total": len(slots),
             "queue_depth": self.engine.queue_depth(),
+            **self._routing_and_power(),
         }
 
+    def _routing_and_power(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.router is not None:
+            out.update(self.router.snapshot())
+        if self.power is not None:
+            threads, slots = self.engine.limits()
+            out.update(
+                power_mode=self.power.mode,
+                threads=threads,
+                slot_limit=slots,
+                power_watts=None if self.power_watts is None else round(self.power_watts, 1),
+            )
+        return out
+
     def stats_snapshot(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.stats.snapshot())
+        stats = dataclasses.asdict(self.stats.snapshot())
+        if self.router is not None:
+            stats["peers"] = self.router.peer_stats()
+        return stats
 
 
 NODE_KEY: Final = web.AppKey("node", Node)

@@ -20,12 +20,18 @@ from .coordinator import (
     PrimeSparkStatusCoordinator,
 )
 from .detect import async_setup_detect_service
-from .intent import async_setup_status_sentences
+from .intent import async_setup_mode_sentences, async_setup_status_sentences
 from .issues import async_delete_issues
 from .link import async_setup_link, link_issue_id
 from .services import async_setup_services
 
-PLATFORMS = [Platform.BINARY_SENSOR, Platform.BUTTON, Platform.CONVERSATION, Platform.SENSOR]
+PLATFORMS = [
+    Platform.BINARY_SENSOR,
+    Platform.BUTTON,
+    Platform.CONVERSATION,
+    Platform.SELECT,
+    Platform.SENSOR,
+]
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
@@ -35,6 +41,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     async_setup_services(hass)
     async_setup_detect_service(hass)
     await async_setup_status_sentences(hass)
+    await async_setup_mode_sentences(hass)
     return True
 
 

@@ -6,16 +6,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import override
 
-from homeassistant.components.binary_sensor import (
+from homeassistant.components.binary_sensor import (  # type: ignore[attr-defined]
+    # Imported, not re-exported, by the package since 2026.x; its ``const`` module is newer
+    # than 2025.4, so the package is the one place both versions have it.
+    BinarySensorDeviceClass,
     BinarySensorEntity,
     BinarySensorEntityDescription,
 )
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .client import Status
+from .client import Peer, Status
 from .coordinator import PrimeSparkConfigEntry
-from .entity import PrimeSparkEntity
+from .entity import PrimeSparkEntity, PrimeSparkPeerEntity
 from .link import link_binary_sensors
 
 PARALLEL_UPDATES = 0
@@ -42,6 +45,14 @@ BINARY_SENSORS: tuple[PrimeSparkBinarySensorEntityDescription, ...] = (
 )
 
 
+PEER_REACHABLE = BinarySensorEntityDescription(
+    key="peer_reachable",
+    translation_key="peer_reachable",
+    device_class=BinarySensorDeviceClass.CONNECTIVITY,
+)
+"""On while the peer answers and its circuit breaker lets requests through."""
+
+
 async def async_setup_entry(
     hass: HomeAssistant,
     entry: PrimeSparkConfigEntry,
@@ -53,6 +64,12 @@ async def async_setup_entry(
         PrimeSparkBinarySensorEntity(coordinator, description) for description in BINARY_SENSORS
     )
     async_add_entities(link_binary_sensors(entry))
+    routing = coordinator.data.routing
+    if routing is not None:
+        async_add_entities(
+            PrimeSparkPeerBinarySensorEntity(coordinator, PEER_REACHABLE, peer.name)
+            for peer in routing.peers
+        )
 
 
 class PrimeSparkBinarySensorEntity(PrimeSparkEntity, BinarySensorEntity):
@@ -65,3 +82,25 @@ class PrimeSparkBinarySensorEntity(PrimeSparkEntity, BinarySensorEntity):
     def is_on(self) -> bool:
         """Return the state of the binary sensor."""
         return self.entity_description.is_on_fn(self.coordinator.data)
+
+
+class PrimeSparkPeerBinarySensorEntity(PrimeSparkPeerEntity, BinarySensorEntity):
+    """Whether a cloud peer can take requests: reachable, breaker not open."""
+
+    @property
+    @override
+    def is_on(self) -> bool | None:
+        """Return the state of the binary sensor (None until the first health check)."""
+        peer: Peer | None = self.peer
+        if peer is None or peer.reachable is None:
+            return None
+        return peer.reachable and peer.breaker != "open"
+
+    @property
+    @override
+    def extra_state_attributes(self) -> dict[str, str | None] | None:
+        """The breaker's state and the last error, for automations and the dashboard."""
+        peer = self.peer
+        if peer is None:
+            return None
+        return {"breaker": peer.breaker, "last_error": peer.last_error}

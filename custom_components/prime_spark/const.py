@@ -63,6 +63,35 @@ ATTR_SYSTEM_PROMPT: Final = "system_prompt"
 ATTR_MODEL: Final = "model"
 ATTR_MAX_TOKENS: Final = "max_tokens"
 ATTR_TEMPERATURE: Final = "temperature"
+ATTR_PRIVATE: Final = "private"
+ATTR_MODE: Final = "mode"
+
+SERVICE_SET_ROUTING_MODE: Final = "set_routing_mode"
+SERVICE_SET_POWER_MODE: Final = "set_power_mode"
+INTENT_SET_ROUTING_MODE: Final = "PrimeSparkSetRoutingMode"
+INTENT_SET_POWER_MODE: Final = "PrimeSparkSetPowerMode"
+MODE_WORDS: Final = {
+    "edge_first": "edge first",
+    "cloud_first": "cloud first",
+    "balanced": "balanced",
+    "performance": "performance",
+    "power_save": "power save",
+    "critical": "critical",
+}
+"""How a mode is said (voice sentences and spoken confirmations)."""
+ROUTING_SENTENCES: Final = (
+    "set AI routing to {mode}",
+    "set the AI routing to {mode}",
+    "set AI routing mode to {mode}",
+    "switch AI routing to {mode}",
+)
+POWER_SENTENCES: Final = (
+    "set AI power mode to {mode}",
+    "set the AI power mode to {mode}",
+    "set AI power to {mode}",
+    "switch AI power mode to {mode}",
+)
+"""Sentence patterns; ``{mode}`` is each mode's words (no punctuation: hassil)."""
 
 INTENT_STATUS: Final = "PrimeSparkStatus"
 STATUS_SENTENCES: Final = (

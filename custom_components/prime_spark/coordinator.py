@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, override
 
@@ -18,6 +18,7 @@ from .client import (
     PrimeSparkAuthenticationError,
     PrimeSparkConnectionError,
     PrimeSparkError,
+    RouteEvent,
     ServerEvent,
     StatsEvent,
     Status,
@@ -127,6 +128,18 @@ class PrimeSparkStatusCoordinator(DataUpdateCoordinator[Status]):
         if connected:
             self.stream_connects += 1
 
+    async def async_set_routing_mode(self, mode: str) -> None:
+        """Change the node's routing mode and show the node's answer at once."""
+        routing = await self.client.set_routing_mode(mode)
+        if self.data is not None:
+            self.async_set_updated_data(replace(self.data, routing=routing))
+
+    async def async_set_power_mode(self, mode: str) -> None:
+        """Change the node's power mode and show the node's answer at once."""
+        power = await self.client.set_power_mode(mode)
+        if self.data is not None:
+            self.async_set_updated_data(replace(self.data, power=power))
+
     @callback
     def async_handle_event(self, event: ServerEvent) -> None:
         """Apply a pushed event to the last full status."""
@@ -134,6 +147,9 @@ class PrimeSparkStatusCoordinator(DataUpdateCoordinator[Status]):
             return
         if isinstance(event, StatsEvent):
             self.async_set_updated_data(self.data.with_stats(event.stats))
+            return
+        if isinstance(event, RouteEvent):
+            self.async_set_updated_data(self.data.with_route(event.decision))
             return
         known = {model.id for model in self.data.models}
         if not set(event.state.loaded_models) <= known:

@@ -1,4 +1,4 @@
-"""Actions of the Prime Spark integration: ``prime_spark.generate``."""
+"""Actions of Prime Spark: ``generate``, ``set_routing_mode`` and ``set_power_mode``."""
 
 from __future__ import annotations
 
@@ -16,18 +16,23 @@ from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 
 from .client import ChatOptions
+from .client.models import POWER_MODES, ROUTING_MODES
 from .compat import vol
 from .const import (
     ATTR_CONFIG_ENTRY_ID,
     ATTR_MAX_TOKENS,
     ATTR_MESSAGES,
+    ATTR_MODE,
     ATTR_MODEL,
+    ATTR_PRIVATE,
     ATTR_PROMPT,
     ATTR_SYSTEM_PROMPT,
     ATTR_TEMPERATURE,
     DOMAIN,
     MAX_MAX_TOKENS,
     SERVICE_GENERATE,
+    SERVICE_SET_POWER_MODE,
+    SERVICE_SET_ROUTING_MODE,
 )
 from .coordinator import PrimeSparkConfigEntry
 from .helpers import translated_client_errors
@@ -55,9 +60,23 @@ GENERATE_SCHEMA = vol.All(
                 vol.Coerce(int), vol.Range(min=1, max=MAX_MAX_TOKENS)
             ),
             vol.Optional(ATTR_TEMPERATURE): vol.All(vol.Coerce(float), vol.Range(min=0, max=2)),
+            vol.Optional(ATTR_PRIVATE): cv.boolean,
         }
     ),
     cv.has_at_least_one_key(ATTR_PROMPT, ATTR_MESSAGES),
+)
+
+ROUTING_MODE_SCHEMA = vol.Schema(
+    {
+        vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
+        vol.Required(ATTR_MODE): vol.In(ROUTING_MODES),
+    }
+)
+POWER_MODE_SCHEMA = vol.Schema(
+    {
+        vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
+        vol.Required(ATTR_MODE): vol.In(POWER_MODES),
+    }
 )
 
 
@@ -70,6 +89,12 @@ def async_setup_services(hass: HomeAssistant) -> None:
         _async_generate,
         schema=GENERATE_SCHEMA,
         supports_response=SupportsResponse.ONLY,
+    )
+    hass.services.async_register(
+        DOMAIN, SERVICE_SET_ROUTING_MODE, _async_set_routing_mode, schema=ROUTING_MODE_SCHEMA
+    )
+    hass.services.async_register(
+        DOMAIN, SERVICE_SET_POWER_MODE, _async_set_power_mode, schema=POWER_MODE_SCHEMA
     )
 
 
@@ -123,6 +148,8 @@ async def _async_generate(call: ServiceCall) -> ServiceResponse:
         options["max_tokens"] = call.data[ATTR_MAX_TOKENS]
     if ATTR_TEMPERATURE in call.data:
         options["temperature"] = call.data[ATTR_TEMPERATURE]
+    if ATTR_PRIVATE in call.data:
+        options["private"] = call.data[ATTR_PRIVATE]
 
     runtime = entry.runtime_data
     with translated_client_errors(call.hass, entry):
@@ -141,3 +168,17 @@ async def _async_generate(call: ServiceCall) -> ServiceResponse:
         "node": runtime.status_coordinator.data.node_id,
         "finish_reason": completion.finish_reason,
     }
+
+
+async def _async_set_routing_mode(call: ServiceCall) -> None:
+    """Change where the node runs requests: edge first, cloud first or balanced."""
+    entry = _loaded_entry(call.hass, call.data.get(ATTR_CONFIG_ENTRY_ID))
+    with translated_client_errors(call.hass, entry):
+        await entry.runtime_data.status_coordinator.async_set_routing_mode(call.data[ATTR_MODE])
+
+
+async def _async_set_power_mode(call: ServiceCall) -> None:
+    """Change the node's power mode (threads, slots, answer length, routing bias)."""
+    entry = _loaded_entry(call.hass, call.data.get(ATTR_CONFIG_ENTRY_ID))
+    with translated_client_errors(call.hass, entry):
+        await entry.runtime_data.status_coordinator.async_set_power_mode(call.data[ATTR_MODE])

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from inference_server.api.power import describe_power
 from inference_server.discovery import API_VERSION
 from inference_server.events import SHUTDOWN
 from inference_server.link.monitor import LINK_KEY
@@ -48,6 +49,7 @@ async def status(request: web.Request) -> web.Response:
     slots = engine.slots()
     models = await engine.models()
     principal = request[PRINCIPAL_KEY]
+    routing = node.router.describe() if node.router is not None else None
     return web.json_response(
         {
             "node_id": node.node_id,
@@ -72,6 +74,8 @@ async def status(request: web.Request) -> web.Response:
             "stats": node.stats_snapshot(),
             "caller": {"name": principal.name, "role": principal.role},
             "link": request.app[LINK_KEY].snapshot(),
+            "routing": routing,
+            "power": await describe_power(node) if node.power is not None else None,
         }
     )
 

@@ -39,6 +39,7 @@ from inference_server.backends.base import (
 )
 from inference_server.chat import ChatFormatError, PreparedChat, prepare_chat
 from inference_server.node import NODE_KEY, Node
+from inference_server.routing.dispatch import dispatch
 from inference_server.security.middleware import requires
 
 _LOGGER = logging.getLogger(__name__)
@@ -63,8 +64,11 @@ def _sampling(
     temperature = body.get("temperature")
     top_p = body.get("top_p")
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    max_tokens = max_tokens or node.settings.models.max_tokens_default
+    if node.power is not None:
+        max_tokens = node.power.max_tokens(max_tokens)  # power_save and critical cap it
     return SamplingParams(
-        max_tokens=max_tokens or node.settings.models.max_tokens_default,
+        max_tokens=max_tokens,
         temperature=1.0 if temperature is None else temperature,
         top_p=1.0 if top_p is None else top_p,
         stop=(*(body.get("stop") or ()), *extra_stop),
@@ -232,8 +236,13 @@ async def _stream(
 @routes.post("/v1/completions")
 @requires("operator")
 async def completions(request: web.Request) -> web.StreamResponse:
-    node = request.app[NODE_KEY]
     body = validate(COMPLETION_SCHEMA, await read_json(request))
+    return await dispatch(request, "completions", body, lambda b: _completions(request, b))
+
+
+async def _completions(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """Serve a completion on this node (the router chose the edge)."""
+    node = request.app[NODE_KEY]
     prompt = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
     call = _call(node, body, "cmpl")
     engine_request = GenerationRequest(
@@ -280,8 +289,13 @@ async def _prepare(node: Node, body: dict[str, Any], model: str) -> PreparedChat
 @routes.post("/v1/chat/completions")
 @requires("operator")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    node = request.app[NODE_KEY]
     body = validate(CHAT_SCHEMA, await read_json(request))
+    return await dispatch(request, "chat", body, lambda b: _chat_completions(request, b))
+
+
+async def _chat_completions(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """Serve a chat completion on this node (the router chose the edge)."""
+    node = request.app[NODE_KEY]
     call = _call(node, body, "chatcmpl")
     prepared = await _prepare(node, body, call.model)
     engine_request = GenerationRequest(
@@ -406,9 +420,14 @@ async def _stream_tool_mode(
 
 @routes.post("/v1/embeddings")
 @requires("operator")
-async def embeddings(request: web.Request) -> web.Response:
-    node = request.app[NODE_KEY]
+async def embeddings(request: web.Request) -> web.StreamResponse:
     body = validate(EMBEDDINGS_SCHEMA, await read_json(request))
+    return await dispatch(request, "embeddings", body, lambda b: _embeddings(request, b))
+
+
+async def _embeddings(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """Embed on this node (the router chose the edge)."""
+    node = request.app[NODE_KEY]
     model = body.get("model") or node.settings.models.default
     inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
     result = await node.engine.embed(model, inputs)

@@ -232,6 +232,11 @@ class LlamaCppEngine:
         self._settings = settings
         self._n_slots = max(1, settings.slots)
         self._threads = settings.threads or os.cpu_count() or 1
+        self._slot_limit = self._n_slots
+        """Slots admitted at once; power modes lower it below the allocated ``_n_slots``."""
+        self._want_threads = self._threads
+        """Threads asked for; the decode thread applies it between steps (llama.cpp is not
+        thread-safe around a running decode)."""
         self._model: int | None = None
         self._vocab: int | None = None
         self._ctx: int | None = None
@@ -491,12 +496,35 @@ class LlamaCppEngine:
         if self._fatal is not None:
             raise BackendError(f"The engine for '{self.model_id}' failed: {self._fatal}")
         in_flight = len(self._running) + len(self._pending)
-        if in_flight >= self._n_slots + self._settings.queue_size:
+        if in_flight >= self._slot_limit + self._settings.queue_size:
             raise QueueFullError(self._retry_after())
 
     def _retry_after(self) -> float:
         waiting = len(self._pending) + 1
-        return float(max(1, math.ceil(self._avg_request_seconds * waiting / self._n_slots)))
+        return float(max(1, math.ceil(self._avg_request_seconds * waiting / self._slot_limit)))
+
+    # ------------------------------------------------------------------ runtime limits
+
+    @property
+    def threads(self) -> int:
+        """CPU threads the next decode step uses."""
+        return self._want_threads
+
+    @property
+    def slot_limit(self) -> int:
+        return self._slot_limit
+
+    def set_limits(self, *, threads: int, slots: int) -> None:
+        """Change threads and admitted slots without reloading (power modes).
+
+        Slots can only shrink below what the context was created with: running requests keep
+        their slot, new ones wait until fewer than ``slots`` run. Threads change between two
+        decode steps.
+        """
+        with self._cond:
+            self._slot_limit = max(1, min(slots, self._n_slots))
+            self._want_threads = max(1, threads)
+            self._cond.notify_all()
 
     def _prepare(self, request: GenerationRequest) -> tuple[list[int], int, int]:
         """Tokenize, check the length and build the sampler chain (may run in a worker thread)."""
@@ -647,8 +675,11 @@ class LlamaCppEngine:
                 if self._stopping:
                     return
                 now = time.monotonic()
+                if self._want_threads != self._threads:
+                    self._threads = self._want_threads
+                    llama.llama_set_n_threads(ctx, self._threads, self._threads)
                 self._expire_pending(now, outbox)
-                while self._pending and len(running) < self._n_slots:
+                while self._pending and len(running) < self._slot_limit:
                     self._admit(self._pending.popleft(), now)
 
             # Drop sequences whose consumer left or whose time ran out.

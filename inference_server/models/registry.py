@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import re
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
@@ -104,6 +105,8 @@ class ModelRegistry:
         self._status: Status = "starting"
         self._reason = "The server is starting"
         self._closed = False
+        self._limits: tuple[int, int] | None = None
+        """(threads, slots) set by the power mode; applied to every engine, also later loads."""
 
     # ------------------------------------------------------------------ state for /health
 
@@ -334,6 +337,8 @@ class ModelRegistry:
                 await self._trim(self._settings.max_loaded - 1)
             engine = LlamaCppEngine(mid, path, self._settings)
             await asyncio.to_thread(engine.load)
+            if self._limits is not None:
+                engine.set_limits(threads=self._limits[0], slots=self._limits[1])
         except BackendError:
             raise
         except Exception as err:
@@ -492,6 +497,20 @@ class ModelRegistry:
 
     def queue_depth(self) -> int:
         return sum(engine.queue_depth() for engine in self._engines.values())
+
+    def set_limits(self, *, threads: int, slots: int) -> None:
+        """Threads and admitted slots for every loaded engine and every one loaded later."""
+        self._limits = (threads, slots)
+        for engine in self._engines.values():
+            engine.set_limits(threads=threads, slots=slots)
+
+    def limits(self) -> tuple[int, int]:
+        """(threads, slots) in effect: the power mode's, else the configured ones."""
+        for engine in self._engines.values():
+            return engine.threads, engine.slot_limit
+        if self._limits is not None:
+            return self._limits
+        return self._settings.threads or os.cpu_count() or 1, self._settings.slots
 
 
 def _normalise(model: str) -> str:

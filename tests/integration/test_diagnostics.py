@@ -17,7 +17,21 @@ from tests.server.server_process import TOKENS
 from .helpers import VOLATILE
 
 # Values that differ from run to run (ports, paths, times, what ran before in the session).
-VOLATILE_KEYS = {"port", "path", "started_at", "uptime_seconds", "version", "stats", "connects"}
+VOLATILE_KEYS = {
+    "port",
+    "path",
+    "started_at",
+    "uptime_seconds",
+    "version",
+    "stats",
+    "connects",
+    # Routing counts and the last decision depend on what ran before; threads on the machine.
+    "edge_requests",
+    "cloud_requests",
+    "edge_share_percent",
+    "last_decision",
+    "threads",
+}
 
 
 def _stable(data: Any) -> Any:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import yaml
 
-from custom_components.prime_spark.binary_sensor import BINARY_SENSORS
+from custom_components.prime_spark.binary_sensor import BINARY_SENSORS, PEER_REACHABLE
 from custom_components.prime_spark.button import BUTTONS
 from custom_components.prime_spark.detection_sensor import DETECTION_SENSOR
 from custom_components.prime_spark.link import LINK_BINARY_SENSORS, LINK_SENSORS
-from custom_components.prime_spark.sensor import SENSORS
+from custom_components.prime_spark.select import SELECTS
+from custom_components.prime_spark.sensor import PEER_SENSORS, SENSORS
 
 PACKAGE = Path(__file__).parents[2] / "custom_components" / "prime_spark"
 
@@ -53,14 +54,15 @@ def test_every_entity_is_translated_and_has_an_icon() -> None:
     strings = _json("strings.json")["entity"]
     icons = _json("icons.json")["entity"]
     for platform, descriptions in (
-        ("sensor", (*SENSORS, *LINK_SENSORS, DETECTION_SENSOR)),
-        ("binary_sensor", (*BINARY_SENSORS, *LINK_BINARY_SENSORS)),
+        ("sensor", (*SENSORS, *PEER_SENSORS, *LINK_SENSORS, DETECTION_SENSOR)),
+        ("binary_sensor", (*BINARY_SENSORS, PEER_REACHABLE, *LINK_BINARY_SENSORS)),
         ("button", BUTTONS),
+        ("select", SELECTS),
     ):
         keys = {d.translation_key for d in descriptions}
         assert keys == set(strings[platform]), platform
-        # Timestamps have the device class's icon.
-        assert keys - {"uptime"} == set(icons[platform]), platform
+        # Timestamps, power and connectivity have the device class's icon.
+        assert keys - {"uptime", "power", "peer_reachable"} == set(icons[platform]), platform
 
 
 def test_manifest() -> None:

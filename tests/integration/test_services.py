@@ -15,7 +15,12 @@ from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.prime_spark.compat import vol
-from custom_components.prime_spark.const import DOMAIN, SERVICE_GENERATE
+from custom_components.prime_spark.const import (
+    DOMAIN,
+    SERVICE_GENERATE,
+    SERVICE_SET_POWER_MODE,
+    SERVICE_SET_ROUTING_MODE,
+)
 from custom_components.prime_spark.detect import SERVICE_DETECT
 from tests.server.server_process import TOKENS, ServerProcess
 
@@ -97,7 +102,8 @@ async def test_generate_messages(hass: HomeAssistant, init_integration: MockConf
         pytest.param({"prompt": "hi", "temperature": 2.5}, id="temperature too high"),
         pytest.param({"prompt": "hi", "temperature": "warm"}, id="temperature not a number"),
         pytest.param({"prompt": "hi", "model": ""}, id="empty model"),
-        pytest.param({"prompt": "hi", "private": True}, id="unknown field"),
+        pytest.param({"prompt": "hi", "private": "perhaps"}, id="private not a boolean"),
+        pytest.param({"prompt": "hi", "stream": True}, id="unknown field"),
     ],
 )
 async def test_generate_invalid_input(
@@ -213,6 +219,11 @@ def test_services_yaml_matches_strings_and_icons() -> None:
     services = yaml.safe_load((PACKAGE / "services.yaml").read_text(encoding="utf-8"))
     strings = json.loads((PACKAGE / "strings.json").read_text(encoding="utf-8"))["services"]
     icons = json.loads((PACKAGE / "icons.json").read_text(encoding="utf-8"))["services"]
-    assert set(services) == set(strings) == set(icons) == {SERVICE_GENERATE, SERVICE_DETECT}
-    for service in (SERVICE_GENERATE, SERVICE_DETECT):
-        assert set(services[service]["fields"]) == set(strings[service]["fields"])
+    assert (
+        set(services)
+        == set(strings)
+        == set(icons)
+        == {SERVICE_GENERATE, SERVICE_DETECT, SERVICE_SET_ROUTING_MODE, SERVICE_SET_POWER_MODE}
+    )
+    for service in services:
+        assert set(services[service]["fields"]) == set(strings[service]["fields"]), service

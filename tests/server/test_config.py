@@ -90,3 +90,55 @@ def test_bad_file(tmp_path: Path) -> None:
         load_settings(path, environ={})
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "missing.yaml", environ={})
+
+
+def test_routing_and_power_settings() -> None:
+    peers = (
+        '[{"name": "vps", "url": "http://10.8.0.1:8780/v1/", "token": "t", "models": "big, small",'
+        ' "priority": 2}]'
+    )
+    settings = load_settings(
+        environ={
+            "PRIME_SPARK_ROUTING__PEERS": peers,
+            "PRIME_SPARK_ROUTING__MODE": "cloud_first",
+            "PRIME_SPARK_ROUTING__PRIVATE_TOKENS": "home-assistant",
+            "PRIME_SPARK_POWER__MODE": "power_save",
+        }
+    )
+    (peer,) = settings.routing.peers
+    assert peer.url == "http://10.8.0.1:8780"  # a trailing /v1 is the API root, not the peer's
+    assert peer.models == ("big", "small")
+    assert peer.priority == 2
+    assert settings.routing.mode == "cloud_first"
+    assert settings.routing.private_tokens == ("home-assistant",)
+    assert settings.power.mode == "power_save"
+    defaults = load_settings(environ={})
+    assert defaults.routing.mode == "edge_first"
+    assert defaults.routing.peers == ()
+    assert defaults.power.mode == "balanced"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PRIME_SPARK_ROUTING__MODE": "cloudy"}, "routing.mode: expected one of edge_first"),
+        ({"PRIME_SPARK_POWER__MODE": "turbo"}, "power.mode: expected one of performance"),
+        (
+            {"PRIME_SPARK_ROUTING__PEERS": '[{"name": "a", "url": "ftp://x"}]'},
+            "routing.peers.0.url: expected an http:// or https:// URL",
+        ),
+        (
+            {
+                "PRIME_SPARK_ROUTING__PEERS": '[{"name": "a", "url": "http://x"},'
+                ' {"name": "a", "url": "http://y"}]'
+            },
+            "peer names must be unique",
+        ),
+        ({"PRIME_SPARK_ROUTING__PEERS": "[oops"}, "expected a JSON list of peers"),
+        ({"PRIME_SPARK_ROUTING__COOLDOWN": "0"}, "routing.cooldown: value must be at least 0.1"),
+    ],
+)
+def test_bad_routing_values_name_the_key(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(environ=env)
+    assert message in str(err.value)

@@ -28,6 +28,8 @@ from .models import (
     ChatCompletionDelta,
     ModelInfo,
     ModelList,
+    Power,
+    Routing,
     ServerEvent,
     Status,
     parse_event,
@@ -62,6 +64,8 @@ class ChatOptions(TypedDict, total=False):
     tool_choice: str | dict[str, Any]
     response_format: dict[str, Any]
     user: str
+    private: bool
+    """Serve on the node itself or fail: never sent to one of its cloud peers."""
 
 
 @dataclass
@@ -217,6 +221,24 @@ class PrimeSpark:
         return ModelInfo.from_dict(
             await self._request("POST", url, request_timeout=request_timeout)
         )
+
+    async def routing(self) -> Routing:
+        """``GET /api/v1/routing``: the routing mode, the cloud peers and the last decision."""
+        return Routing.from_dict(await self._request("GET", self._url("api", "v1", "routing")))
+
+    async def set_routing_mode(self, mode: str) -> Routing:
+        """``PUT /api/v1/routing``: edge_first, cloud_first or balanced (operator role)."""
+        url = self._url("api", "v1", "routing")
+        return Routing.from_dict(await self._request("PUT", url, body={"mode": mode}))
+
+    async def power(self) -> Power:
+        """``GET /api/v1/power``: the power mode, its limits and the power draw."""
+        return Power.from_dict(await self._request("GET", self._url("api", "v1", "power")))
+
+    async def set_power_mode(self, mode: str) -> Power:
+        """``PUT /api/v1/power``: performance, balanced, power_save or critical (operator role)."""
+        url = self._url("api", "v1", "power")
+        return Power.from_dict(await self._request("PUT", url, body={"mode": mode}))
 
     async def events(
         self, *, idle_timeout: float = EVENT_STREAM_IDLE_TIMEOUT

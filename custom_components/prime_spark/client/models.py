@@ -16,6 +16,10 @@ from .exceptions import PrimeSparkInvalidResponseError
 
 type NodeStateName = Literal["loading", "ready", "error"]
 NODE_STATES: tuple[NodeStateName, ...] = ("loading", "ready", "error")
+ROUTING_MODES: tuple[str, ...] = ("edge_first", "cloud_first", "balanced")
+"""Where requests run: the node first, its cloud peers first, or whichever is less loaded."""
+POWER_MODES: tuple[str, ...] = ("performance", "balanced", "power_save", "critical")
+BREAKER_STATES: tuple[str, ...] = ("closed", "half_open", "open")
 
 
 class _Fields:
@@ -59,6 +63,9 @@ class _Fields:
 
     def boolean(self, key: str) -> bool:
         return cast(bool, self._get(key, (bool,), optional=False))
+
+    def opt_boolean(self, key: str) -> bool | None:
+        return cast(bool | None, self._get(key, (bool,), optional=True))
 
     def raw(self, key: str) -> Mapping[str, Any]:
         return cast(Mapping[str, Any], self._get(key, (Mapping,), optional=False))
@@ -134,6 +141,15 @@ class ModelList:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class PeerStats:
+    """A cloud peer's request latency and counts, as the periodic ``stats`` event sends them."""
+
+    latency_ms: float | None
+    requests: int
+    failures: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Stats:
     """Rolling one-minute request statistics of the node."""
 
@@ -144,10 +160,23 @@ class Stats:
     tokens_per_second: float | None
     generated_tokens_total: int
     requests_total: int
+    peers: Mapping[str, PeerStats] | None = None
+    """None from servers without routing."""
 
     @classmethod
     def from_dict(cls, data: object) -> Stats:
         f = _Fields(data, "stats")
+        peers_data = f.opt_raw("peers")
+        peers = None
+        if peers_data is not None:
+            peers = {}
+            for name, value in peers_data.items():
+                peer = _Fields(value, f"stats.peers.{name}")
+                peers[str(name)] = PeerStats(
+                    latency_ms=peer.opt_number("latency_ms"),
+                    requests=peer.integer("requests"),
+                    failures=peer.integer("failures"),
+                )
         return cls(
             requests_per_minute=f.integer("requests_per_minute"),
             errors_per_minute=f.integer("errors_per_minute"),
@@ -156,6 +185,137 @@ class Stats:
             tokens_per_second=f.opt_number("tokens_per_second"),
             generated_tokens_total=f.integer("generated_tokens_total"),
             requests_total=f.integer("requests_total"),
+            peers=peers,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Peer:
+    """A cloud peer of the node: reachability, circuit breaker, latency, requests served."""
+
+    name: str
+    url: str
+    reachable: bool | None
+    breaker: str
+    latency_ms: float | None
+    requests: int
+    failures: int
+    last_error: str | None
+
+    @classmethod
+    def from_dict(cls, data: object) -> Peer:
+        f = _Fields(data, "peer")
+        reachable = f.opt_boolean("reachable")
+        return cls(
+            name=f.string("name"),
+            url=f.string("url"),
+            reachable=reachable,
+            breaker=f.string("breaker"),
+            latency_ms=f.opt_number("latency_ms"),
+            requests=f.opt_integer("requests") or 0,
+            failures=f.opt_integer("failures") or 0,
+            last_error=f.opt_string("last_error"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RouteDecision:
+    """Where one request ran and why (``reason``: ``edge: private``, ``cloud: cloud first``)."""
+
+    target: str | None
+    peer: str | None
+    reason: str
+    model: str | None = None
+    private: bool = False
+    edge_share_percent: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: object) -> RouteDecision:
+        f = _Fields(data, "route")
+        private = f.opt_boolean("private")
+        return cls(
+            target=f.opt_string("target"),
+            peer=f.opt_string("peer"),
+            reason=f.string("reason"),
+            model=f.opt_string("model"),
+            private=bool(private),
+            edge_share_percent=f.opt_number("edge_share_percent"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Routing:
+    """``GET /api/v1/routing`` (and the ``routing`` block of the status)."""
+
+    mode: str
+    peers: tuple[Peer, ...]
+    edge_requests: int
+    cloud_requests: int
+    edge_share_percent: float | None
+    last_decision: RouteDecision | None
+
+    @classmethod
+    def from_dict(cls, data: object) -> Routing:
+        f = _Fields(data, "routing")
+        decisions = f.obj("decisions")
+        last = f.opt_raw("last_decision")
+        return cls(
+            mode=f.string("mode"),
+            peers=tuple(Peer.from_dict(p) for p in f.array("peers")),
+            edge_requests=decisions.integer("edge"),
+            cloud_requests=decisions.integer("cloud"),
+            edge_share_percent=decisions.opt_number("edge_share_percent"),
+            last_decision=None if last is None else RouteDecision.from_dict(last),
+        )
+
+    def peer(self, name: str) -> Peer | None:
+        return next((p for p in self.peers if p.name == name), None)
+
+    def peer_share(self, name: str) -> float | None:
+        """Percent of all routed requests this peer answered (None before the first)."""
+        total = self.edge_requests + self.cloud_requests
+        peer = self.peer(name)
+        if peer is None or total == 0:
+            return None
+        return round(min(100.0, 100.0 * max(0, peer.requests - peer.failures) / total), 1)
+
+    def with_decision(self, decision: RouteDecision) -> Routing:
+        """This routing view after one more decision (a pushed ``route`` event)."""
+        return replace(
+            self,
+            peers=tuple(
+                replace(p, requests=p.requests + 1) if p.name == decision.peer else p
+                for p in self.peers
+            ),
+            edge_requests=self.edge_requests + (decision.target == "edge"),
+            cloud_requests=self.cloud_requests + (decision.target == "cloud"),
+            edge_share_percent=decision.edge_share_percent
+            if decision.target is not None
+            else self.edge_share_percent,
+            last_decision=decision,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Power:
+    """``GET /api/v1/power`` (and the ``power`` block of the status)."""
+
+    mode: str
+    threads: int
+    slots: int
+    max_tokens_cap: int | None
+    power_watts: float | None
+    """None where the node's hardware gives no power telemetry."""
+
+    @classmethod
+    def from_dict(cls, data: object) -> Power:
+        f = _Fields(data, "power")
+        return cls(
+            mode=f.string("mode"),
+            threads=f.integer("threads"),
+            slots=f.integer("slots"),
+            max_tokens_cap=f.opt_integer("max_tokens_cap"),
+            power_watts=f.opt_number("power_watts"),
         )
 
 
@@ -170,10 +330,29 @@ class NodeState:
     slots_busy: int
     slots_total: int
     queue_depth: int
+    routing_mode: str | None = None
+    power_mode: str | None = None
+    threads: int | None = None
+    slot_limit: int | None = None
+    power_watts: float | None = None
+    peers: Mapping[str, tuple[str, bool | None, str | None]] | None = None
+    """Each cloud peer's breaker state, reachability and last error (None without routing)."""
 
     @classmethod
     def from_dict(cls, data: object) -> NodeState:
         f = _Fields(data, "state")
+        peers_data = f.opt_raw("peers")
+        peers: dict[str, tuple[str, bool | None, str | None]] | None = None
+        if peers_data is not None:
+            peers = {}
+            for name, value in peers_data.items():
+                peer = _Fields(value, f"state.peers.{name}")
+                reachable = peer.opt_boolean("reachable")
+                peers[str(name)] = (
+                    peer.string("breaker"),
+                    reachable,
+                    peer.opt_string("last_error"),
+                )
         return cls(
             ready=f.boolean("ready"),
             state=f.node_state("state"),
@@ -182,6 +361,12 @@ class NodeState:
             slots_busy=f.integer("slots_busy"),
             slots_total=f.integer("slots_total"),
             queue_depth=f.integer("queue_depth"),
+            routing_mode=f.opt_string("routing_mode"),
+            power_mode=f.opt_string("power_mode"),
+            threads=f.opt_integer("threads"),
+            slot_limit=f.opt_integer("slot_limit"),
+            power_watts=f.opt_number("power_watts"),
+            peers=peers,
         )
 
 
@@ -204,6 +389,9 @@ class Status:
     queue_depth: int
     queue_capacity: int
     stats: Stats
+    routing: Routing | None = None
+    """None from servers older than routing."""
+    power: Power | None = None
 
     @classmethod
     def from_dict(cls, data: object) -> Status:
@@ -211,6 +399,8 @@ class Status:
         slots = f.obj("slots")
         queue = f.obj("queue")
         started_at = f.opt_integer("started_at")
+        routing = f.opt_raw("routing")
+        power = f.opt_raw("power")
         return cls(
             node_id=f.string("node_id"),
             version=f.string("version"),
@@ -227,6 +417,8 @@ class Status:
             queue_depth=queue.integer("depth"),
             queue_capacity=queue.integer("capacity"),
             stats=Stats.from_dict(f.raw("stats")),
+            routing=None if routing is None else Routing.from_dict(routing),
+            power=None if power is None else Power.from_dict(power),
         )
 
     @property
@@ -237,8 +429,37 @@ class Status:
     def with_state(self, state: NodeState) -> Status:
         """This status with a pushed ``state`` event applied."""
         loaded = set(state.loaded_models)
+        routing = self.routing
+        if routing is not None and state.routing_mode is not None:
+            peers = state.peers or {}
+            routing = replace(
+                routing,
+                mode=state.routing_mode,
+                peers=tuple(
+                    replace(
+                        p,
+                        breaker=peers[p.name][0],
+                        reachable=peers[p.name][1],
+                        last_error=peers[p.name][2],
+                    )
+                    if p.name in peers
+                    else p
+                    for p in routing.peers
+                ),
+            )
+        power = self.power
+        if power is not None and state.power_mode is not None:
+            power = replace(
+                power,
+                mode=state.power_mode,
+                threads=state.threads if state.threads is not None else power.threads,
+                slots=state.slot_limit if state.slot_limit is not None else power.slots,
+                power_watts=state.power_watts,
+            )
         return replace(
             self,
+            routing=routing,
+            power=power,
             ready=state.ready,
             state=state.state,
             reason=state.reason,
@@ -250,7 +471,30 @@ class Status:
 
     def with_stats(self, stats: Stats) -> Status:
         """This status with a pushed ``stats`` event applied."""
-        return replace(self, stats=stats)
+        routing = self.routing
+        if routing is not None and stats.peers:
+            peers = stats.peers
+            routing = replace(
+                routing,
+                peers=tuple(
+                    replace(
+                        p,
+                        latency_ms=peers[p.name].latency_ms,
+                        requests=peers[p.name].requests,
+                        failures=peers[p.name].failures,
+                    )
+                    if p.name in peers
+                    else p
+                    for p in routing.peers
+                ),
+            )
+        return replace(self, stats=stats, routing=routing)
+
+    def with_route(self, decision: RouteDecision) -> Status:
+        """This status with a pushed ``route`` event applied."""
+        if self.routing is None:
+            return self
+        return replace(self, routing=self.routing.with_decision(decision))
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form (diagnostics)."""
@@ -276,7 +520,15 @@ class StatsEvent:
     stats: Stats
 
 
-type ServerEvent = StateEvent | StatsEvent
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RouteEvent:
+    """A request was routed (to the edge or a cloud peer), with the reason."""
+
+    id: int | None
+    decision: RouteDecision
+
+
+type ServerEvent = StateEvent | StatsEvent | RouteEvent
 
 
 def parse_event(event_type: str, event_id: int | None, data: object) -> ServerEvent | None:
@@ -287,6 +539,8 @@ def parse_event(event_type: str, event_id: int | None, data: object) -> ServerEv
         )
     if event_type == "stats":
         return StatsEvent(id=event_id, stats=Stats.from_dict(data))
+    if event_type == "route":
+        return RouteEvent(id=event_id, decision=RouteDecision.from_dict(data))
     return None
 
 

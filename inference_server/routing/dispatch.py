@@ -1,0 +1,378 @@
+"""Carries a routing plan out for one OpenAI request: edge, cloud, and fallback between them.
+
+This sits between the OpenAI routes and the engines: a route validates the body, then hands it
+here with a callable that serves it locally. A cloud attempt forwards the body to the peer
+(:mod:`inference_server.backends.remote`); a local one calls back into the route.
+
+Fallback happens only before the first byte reached the client. A non-streaming answer is sent
+whole, so any failure of the chosen side can still fall back. A stream is forwarded only once the
+peer produced its first line; if the peer dies later the client gets an ``error`` chunk that says
+so (``upstream_stream_cut``) and ``data: [DONE]``: text already shown cannot be taken back, and
+starting over on the edge would show the start twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+
+from inference_server.api.errors import ApiError
+from inference_server.backends.base import (
+    BackendError,
+    GenerationTimeoutError,
+    InvalidGrammarError,
+    ModelNotFoundError,
+    PromptTooLongError,
+    QueueFullError,
+)
+from inference_server.backends.remote import (
+    FORWARDED_HEADER,
+    UpstreamBusy,
+    UpstreamError,
+    UpstreamRejected,
+)
+from inference_server.node import NODE_KEY, Node
+from inference_server.power.modes import HeavyWorkRefused
+from inference_server.routing.router import (
+    CLOUD_EDGE_QUEUE_FULL,
+    REFUSED_POWER,
+    Kind,
+    RouteRefused,
+    RouteRequest,
+    Target,
+    Upstream,
+)
+from inference_server.security.middleware import PRINCIPAL_KEY
+
+_LOGGER = logging.getLogger(__name__)
+
+ROUTE_HEADER: Final = "x-prime-spark-route"
+PEER_HEADER: Final = "x-prime-spark-peer"
+PRIVATE_HEADER: Final = "X-Prime-Spark-Private"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_PATHS: dict[Kind, str] = {
+    "chat": "/v1/chat/completions",
+    "completions": "/v1/completions",
+    "embeddings": "/v1/embeddings",
+}
+_CLIENT_ERRORS = (ModelNotFoundError, PromptTooLongError, InvalidGrammarError)
+"""Local failures that are the request's own fault: the cloud would refuse them too."""
+
+Local = Callable[[dict[str, Any]], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RouteInfo:
+    reason: str
+    peer: str | None = None
+
+
+ROUTE_KEY: Final = web.RequestKey("route", RouteInfo)
+
+
+async def add_route_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every answer of a routed request says where it went and why,
+    including error answers and streams (their headers leave before the first chunk)."""
+    info = request.get(ROUTE_KEY)
+    if info is None:
+        return
+    response.headers[ROUTE_HEADER] = info.reason
+    if info.peer is not None:
+        response.headers[PEER_HEADER] = info.peer
+
+
+def is_private(request: web.Request, body: dict[str, Any], node: Node) -> bool:
+    """Private when the body or the header says so; else the node's default for this caller."""
+    said: list[bool] = []
+    header = request.headers.get(PRIVATE_HEADER)
+    if header is not None:
+        value = header.strip().lower()
+        if value not in _TRUE | _FALSE:
+            raise ApiError(400, f"{PRIVATE_HEADER}: expected true or false", code="invalid_header")
+        said.append(value in _TRUE)
+    if "private" in body:
+        flag = body["private"]
+        if not isinstance(flag, bool):
+            raise ApiError(400, "private: expected a boolean", param="private")
+        said.append(flag)
+    if said:
+        return any(said)
+    settings = node.settings.routing
+    principal = request.get(PRINCIPAL_KEY)
+    by_token = principal is not None and principal.name in settings.private_tokens
+    return settings.default_private or by_token
+
+
+async def dispatch(
+    request: web.Request, kind: Kind, body: dict[str, Any], local: Local
+) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    router = node.router
+    if router is None:  # pragma: no cover - create_app always attaches one
+        return await local(body)
+    private = is_private(request, body, node)
+    body = {k: v for k, v in body.items() if k != "private"}
+    route = RouteRequest(
+        kind=kind,
+        model=body.get("model") or None,
+        private=private,
+        forwarded=FORWARDED_HEADER in request.headers,
+        stream=kind != "embeddings" and bool(body.get("stream")),
+    )
+    try:
+        plan = await router.plan(route)
+    except RouteRefused as err:
+        request[ROUTE_KEY] = RouteInfo(reason=err.reason)
+        _decided(request, node, route, target=None, reason=err.reason, peer=None, ok=False)
+        raise ApiError(err.status, str(err), code=err.code, param="model") from err
+    failure: BaseException | None = None
+    reason_override: str | None = None
+    for index, attempt in enumerate(plan.attempts):
+        last = index == len(plan.attempts) - 1
+        reason = attempt.reason
+        if attempt.target == "cloud" and reason_override is not None:
+            reason = reason_override
+        if attempt.target == "edge":
+            try:
+                response = await _edge(
+                    request, node=node, route=route, body=body, reason=reason, local=local
+                )
+            except QueueFullError as err:
+                if last:
+                    raise
+                failure, reason_override = err, CLOUD_EDGE_QUEUE_FULL
+                continue
+            except (*_CLIENT_ERRORS, GenerationTimeoutError):
+                raise
+            except BackendError as err:
+                if last:
+                    raise
+                _LOGGER.warning("The edge failed (%s); trying the cloud", err)
+                failure = err
+                continue
+            return response
+        upstream = attempt.upstream
+        assert upstream is not None
+        if not upstream.admit():
+            continue  # another request holds the half-open probe
+        try:
+            response = await _cloud(
+                request, node=node, upstream=upstream, route=route, body=body, reason=reason
+            )
+        except UpstreamError as err:
+            _LOGGER.warning("%s; %s", err, "giving up" if last else "falling back")
+            failure = err
+            continue
+        return response
+    if isinstance(failure, BackendError):
+        raise failure
+    message = str(failure) if failure is not None else "No cloud peer could take the request"
+    raise ApiError(502, message, type_="server_error", code="upstream_failed")
+
+
+async def _edge(
+    request: web.Request,
+    *,
+    node: Node,
+    route: RouteRequest,
+    body: dict[str, Any],
+    reason: str,
+    local: Local,
+) -> web.StreamResponse:
+    router = node.router
+    power = node.power
+    assert router is not None
+    assert power is not None
+    request[ROUTE_KEY] = RouteInfo(reason=reason)
+    if power.profile.refuse_heavy:
+        model = body.get("model") or ""
+        try:
+            loaded = await node.engine.resolve(model) in node.engine.loaded_model_ids()
+        except ModelNotFoundError:
+            loaded = True  # let the local path give its 404
+        try:
+            power.check_heavy(route.kind, body, model_loaded=loaded)
+        except HeavyWorkRefused as err:
+            request[ROUTE_KEY] = RouteInfo(reason=REFUSED_POWER)
+            _decided(request, node, route, target=None, reason=REFUSED_POWER, peer=None, ok=False)
+            raise ApiError(
+                503,
+                f"The node is in critical power mode and refuses heavy work: {err}. Ask for "
+                "less, or change the power mode (PUT /api/v1/power).",
+                type_="server_error",
+                code="power_critical",
+            ) from err
+    started = time.monotonic()
+    router.edge_inflight += 1
+    ok = False
+    try:
+        response = await local(body)
+        ok = response.status < 400
+        return response
+    finally:
+        router.edge_inflight -= 1
+        if ok:
+            router.observe_edge(time.monotonic() - started)
+            _decided(request, node, route, target="edge", reason=reason, peer=None, ok=True)
+
+
+async def _cloud(
+    request: web.Request,
+    *,
+    node: Node,
+    upstream: Upstream,
+    route: RouteRequest,
+    body: dict[str, Any],
+    reason: str,
+) -> web.StreamResponse:
+    router = node.router
+    assert router is not None
+    metrics = node.routing_metrics
+    model = upstream.model_for(route.model, node.engine.default_model)
+    forward = {**body, "model": model} if model is not None else body
+    request[ROUTE_KEY] = RouteInfo(reason=reason, peer=upstream.name)
+    path = _PATHS[route.kind]
+    started = time.monotonic()
+    upstream.inflight += 1
+    upstream.requests += 1
+    try:
+        if not route.stream:
+            try:
+                data = await upstream.backend.post(path, forward)
+            except UpstreamRejected as err:
+                upstream.breaker.record_success()  # it answered: it is healthy
+                _outcome(node, upstream, "rejected")
+                _decided(
+                    request,
+                    node,
+                    route,
+                    target="cloud",
+                    reason=reason,
+                    peer=upstream.name,
+                    ok=False,
+                )
+                return web.json_response(err.body, status=err.status)
+            except UpstreamError as err:
+                _failed(node, upstream, err)
+                raise
+            upstream.breaker.record_success()
+            upstream.reachable = True
+            router.observe_cloud(upstream, time.monotonic() - started)
+            _outcome(node, upstream, "ok")
+            if metrics is not None:
+                metrics.usage(upstream.name, data.get("usage"))
+            _decided(
+                request, node, route, target="cloud", reason=reason, peer=upstream.name, ok=True
+            )
+            return web.json_response(data)
+        try:
+            stream = await upstream.backend.stream(path, forward)
+        except UpstreamRejected as err:
+            upstream.breaker.record_success()
+            _outcome(node, upstream, "rejected")
+            _decided(
+                request, node, route, target="cloud", reason=reason, peer=upstream.name, ok=False
+            )
+            return web.json_response(err.body, status=err.status)
+        except UpstreamError as err:
+            _failed(node, upstream, err)
+            raise
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        _decided(request, node, route, target="cloud", reason=reason, peer=upstream.name, ok=True)
+        try:
+            await response.prepare(request)
+            async for line in stream.chunks():
+                await response.write(line)
+        except UpstreamError as err:
+            _failed(node, upstream, err, outcome="cut")
+            error = {
+                "error": {
+                    "message": f"{err}. Streaming had begun, so the request cannot fall back "
+                    "to the edge; send it again.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": "upstream_stream_cut",
+                }
+            }
+            await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+            await response.write(b"data: [DONE]\n\n")
+        except ConnectionResetError:
+            stream.close()  # the client left: closing the connection stops the peer too
+            upstream.breaker.release_probe()
+            return response
+        else:
+            upstream.breaker.record_success()
+            router.observe_cloud(upstream, time.monotonic() - started)
+            _outcome(node, upstream, "ok")
+            if metrics is not None:
+                metrics.usage(upstream.name, stream.usage)
+        await response.write_eof()
+        return response
+    finally:
+        upstream.inflight -= 1
+
+
+def _failed(node: Node, upstream: Upstream, err: UpstreamError, outcome: str = "failed") -> None:
+    if isinstance(err, UpstreamBusy):
+        upstream.breaker.record_success()  # it is alive, only full
+        _outcome(node, upstream, "busy")
+        return
+    upstream.failures += 1
+    if err.status is None:
+        upstream.reachable = False  # no answer at all (an HTTP error still means it is up)
+    upstream.breaker.record_failure(str(err))
+    _outcome(node, upstream, outcome)
+
+
+def _outcome(node: Node, upstream: Upstream, outcome: str) -> None:
+    if node.routing_metrics is not None:
+        node.routing_metrics.upstream_requests.labels(upstream.name, outcome).inc()
+
+
+def _decided(
+    request: web.Request,
+    node: Node,
+    route: RouteRequest,
+    *,
+    target: Target | None,
+    reason: str,
+    peer: str | None,
+    ok: bool,
+) -> None:
+    """Count, remember and publish one decision (the ``route`` event HA shows)."""
+    router = node.router
+    assert router is not None
+    decision: dict[str, Any] = {
+        "target": target,
+        "peer": peer,
+        "reason": reason,
+        "mode": router.mode,
+        "power_mode": node.power.mode if node.power is not None else None,
+        "kind": route.kind,
+        "model": route.model,
+        "private": route.private,
+        "stream": route.stream,
+        "ok": ok,
+        "at": time.time(),
+    }
+    if target is not None:
+        router.record(target, decision)
+    else:
+        router.last_decision = decision
+    decision["edge_share_percent"] = router.edge_share()
+    if node.routing_metrics is not None:
+        node.routing_metrics.decisions.labels(target or "none", peer or "", reason).inc()
+    node.events.publish("route", decision)
