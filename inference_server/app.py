@@ -17,6 +17,7 @@ from aiohttp import web
 from inference_server import __version__
 from inference_server.api import control, health, openai
 from inference_server.api.errors import error_middleware
+from inference_server.api.memory import setup_memory
 from inference_server.config import Settings
 from inference_server.discovery import Advertiser
 from inference_server.events import StateWatcher
@@ -61,6 +62,7 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
     app[RATE_LIMITER_KEY] = RateLimiter(settings.security.rate_limit_per_minute)
     for table in (openai.routes, control.routes, health.routes):
         app.router.add_routes(table)
+    setup_memory(app)
     _setup_cors(app, settings)
     app.cleanup_ctx.append(_engine_lifecycle)
     app.on_shutdown.append(_close_event_streams)

@@ -39,6 +39,11 @@ from inference_server.models.bundled import (
     bundled_model_path,
     ensure_bundled_model,
 )
+from inference_server.models.embedding import (
+    EMBEDDING_MODEL_ID,
+    embedding_model_path,
+    ensure_embedding_model,
+)
 from inference_server.models.gguf import GGUFError, GGUFInfo, read_gguf_info
 
 _LOGGER = logging.getLogger(__name__)
@@ -68,6 +73,8 @@ class _Entry:
     id: str
     path: Path
     bundled: bool = False
+    embedding: bool = False
+    """The bundled sentence-embedding model (converted to GGUF on first use)."""
 
 
 def model_id_for(path: Path) -> str | None:
@@ -156,6 +163,9 @@ class ModelRegistry:
                 id=BUNDLED_MODEL_ID, path=bundled_model_path(self._data_dir), bundled=True
             )
         }
+        found[EMBEDDING_MODEL_ID] = _Entry(
+            id=EMBEDDING_MODEL_ID, path=embedding_model_path(self._data_dir), embedding=True
+        )
         user: dict[str, _Entry] = {}
         for configured in self._settings.paths:
             try:
@@ -329,6 +339,8 @@ class ModelRegistry:
             path = entry.path
             if entry.bundled:
                 path = await asyncio.to_thread(self._prepare_bundled)
+            elif entry.embedding:
+                path = await asyncio.to_thread(ensure_embedding_model, self._data_dir)
             if not replace:
                 # Make room first: two big models at once may not fit next to Home Assistant.
                 await self._trim(self._settings.max_loaded - 1)

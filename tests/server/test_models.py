@@ -197,7 +197,8 @@ async def test_registry_starts_with_bundled_default(data_dir: Path) -> None:
         assert registry.state.ready, registry.state.reason
         assert registry.loaded_model_ids() == [BUNDLED_MODEL_ID]
         models = await registry.models()
-        assert [m.id for m in models] == [BUNDLED_MODEL_ID]
+        # The bundled embedding model is listed too (converted only when first used).
+        assert [m.id for m in models] == [BUNDLED_MODEL_ID, "all-minilm-l6-v2"]
         bundled = models[0]
         assert bundled.loaded
         assert bundled.architecture == "gemma3"
