@@ -205,11 +205,11 @@ class ResponseCache:
         return None if best is None else self._entries[best[1]]
 
     def store(self, lookup: Lookup, response: dict[str, Any]) -> None:
-        """Keep a finished, successful reply (a truncated or failed one is never stored)."""
+        """Keep a finished reply (a deterministic one cut at max_tokens is the same next time)."""
         if lookup.key is None or lookup.status != "miss":
             return
         finish = (response.get("choices") or [{}])[0].get("finish_reason")
-        if finish not in ("stop", "tool_calls"):
+        if finish not in ("stop", "tool_calls", "length"):
             return
         self._entries[lookup.key] = _Entry(
             response=response,

@@ -326,7 +326,9 @@ class TieredMemory:
         )
         if self.embedder is not None:
             try:
-                item = item.with_embedding(await self.embedder.embed(embedding_text(item)))
+                vector = await self.embedder.embed(embedding_text(item))
+                # Round through float32 now, so the item equals its own stored form.
+                item = decode(item.with_embedding(vector).encode())
             except Exception as err:  # search degrades, the write must not
                 _LOGGER.warning("Memory: no embedding for %s/%s: %s", namespace, key, err)
         tier = await self._write(item.namespace, item.key, item.encode())
