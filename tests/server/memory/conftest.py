@@ -131,7 +131,7 @@ class PrivateRedis:
                 "no",
                 "--loglevel",
                 "warning",
-            ],  # fmt: skip
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -25,7 +25,7 @@ async def test_put_get_list_delete_on_redis(
 ) -> None:
     store = await _store(tmp_path, redis_url=redis_url, redis_prefix=redis_prefix)
     try:
-        item, tier = await store.put("user:alice", "garage_code", "4411", tags=["codes"],
+        _item, tier = await store.put("user:alice", "garage_code", "4411", tags=["codes"],
                                      metadata={"source": "test"})  # fmt: skip
         assert tier == "hot"
         await store.put("user:alice", "garden_tap", {"open": False}, tags=["garden"])
@@ -180,7 +180,7 @@ async def test_warm_unwritable_with_redis_reports_without_failing_writes(
     store = await _store(tmp_path, redis_url=redis_url, redis_prefix=redis_prefix,
                          warm_path=tmp_path / "missing-share", hot_idle_seconds=0)  # fmt: skip
     try:
-        item, tier = await store.put("shared", "k", 1)
+        _item, tier = await store.put("shared", "k", 1)
         assert tier == "hot"
         await store.mover_pass()  # cannot demote: reported, the item stays hot
         status = await store.status()
@@ -242,7 +242,7 @@ async def test_semantic_search_top_k(tmp_path: Path, embedder: Embedder) -> None
         await store.put("user:alice", "dentist", "Dentist appointment on Friday at 3 pm")
         await store.put("user:bob", "garage_code", "Bob's garage code is 1234")
         results = await store.search("user:alice", "what's the garage code?", top_k=2)
-        assert [r[0].key for r in results][0] == "garage_code"
+        assert next(r[0].key for r in results) == "garage_code"
         assert len(results) == 2
         assert results[0][2] > results[1][2]
         assert all(r[0].namespace == "user:alice" for r in results)
