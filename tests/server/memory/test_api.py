@@ -133,7 +133,7 @@ def test_three_tiers_demote_and_promote(
             warm_idle_seconds=3600,
             hot_max_items=4,
             warm_max_items=3,
-        ),  # fmt: skip
+        ),
     ).start()
     ns = "user:tiers"
     try:
