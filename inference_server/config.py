@@ -135,7 +135,7 @@ class MemorySettings:
     cache_ttl_seconds: float = 3600.0
     cache_max_entries: int = 10_000
     cache_semantic: bool = True
-    cache_semantic_threshold: float = 0.80
+    cache_semantic_threshold: float = 0.60
     """Cosine a semantic hit needs (plus the content guard); chosen by bench/cache_sweep.py."""
     cache_thresholds: tuple[tuple[str, float], ...] = ()
     """Per namespace or model overrides: ``(name, threshold)``."""
