@@ -89,7 +89,9 @@ async def sweep(groups: list[dict[str, Any]], embed: Embed) -> Sweep:
     rows = []
     for threshold in THRESHOLDS:
         counts = {"hit": 0, "wrong": 0, "hit_u": 0, "wrong_u": 0}
-        for (text, expected, is_paraphrase), (guarded, unguarded) in zip(queries, best, strict=True):
+        for (text, expected, is_paraphrase), (guarded, unguarded) in zip(
+            queries, best, strict=True
+        ):
             for candidate, hit_key, wrong_key in ((guarded, "hit", "wrong"),
                                                   (unguarded, "hit_u", "wrong_u")):  # fmt: skip
                 if candidate is None or candidate[0] < threshold:
@@ -132,7 +134,9 @@ async def sweep(groups: list[dict[str, Any]], embed: Embed) -> Sweep:
 
 def print_sweep(result: Sweep) -> None:
     print(f"{result.paraphrases} paraphrases, {result.queries} queries in all")
-    print("threshold | hits (guard) | wrong (guard) | hits (embedding only) | wrong (embedding only)")
+    print(
+        "threshold | hits (guard) | wrong (guard) | hits (embedding only) | wrong (embedding only)"
+    )
     for r in result.rows:
         mark = "  <- chosen" if r is result.chosen else ""
         print(

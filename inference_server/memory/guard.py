@@ -53,6 +53,8 @@ _QUESTION_STARTS = {
 """A question about a state ("is the garage door open") never shares an answer with the command
 that changes it ("open the garage door"). "Can you ...", "could you ..." are polite commands."""
 
+_POLITE = {"can", "could", "would", "will", "please"}
+
 _MODIFIERS = {"all": "all", "every": "all", "each": "all", "except": "except", "but": "except",
               "without": "except", "only": "only"}  # fmt: skip
 
@@ -119,7 +121,8 @@ def signature(text: str) -> Signature:
     for phrase, replacement in _PHRASES:
         lowered = lowered.replace(f" {phrase} ", f" {replacement} ")
     words = _WORD.findall(lowered)
-    question = "?" in text or (bool(words) and words[0] in _QUESTION_STARTS)
+    first = words[0] if words else ""
+    question = first in _QUESTION_STARTS or ("?" in text and first not in _POLITE)
     actions: set[str] = set()
     numbers: list[str] = []
     modifiers: set[str] = set()
