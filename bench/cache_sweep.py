@@ -1,6 +1,6 @@
-"""Sweep the semantic cache's threshold over the Home-Assistant dev set; print hit and wrong-hit rates.
+"""Sweep the semantic cache's threshold over a Home-Assistant dev set; print hit/wrong-hit rates.
 
-    scripts/shell python bench/cache_sweep.py [--data-dir DIR] [--devset bench/data/cache_devset.json]
+    scripts/shell python -m bench.cache_sweep [--data-dir DIR] [--devset FILE] [--heldout]
 
 Every group's request is cached; each paraphrase should hit its group, each near-miss must not
 hit a group it does not belong to. For each threshold the table shows the share of paraphrases
@@ -89,7 +89,7 @@ async def sweep(groups: list[dict[str, Any]], embed: Embed) -> Sweep:
     rows = []
     for threshold in THRESHOLDS:
         counts = {"hit": 0, "wrong": 0, "hit_u": 0, "wrong_u": 0}
-        for (text, expected, is_paraphrase), (guarded, unguarded) in zip(
+        for (_text, expected, is_paraphrase), (guarded, unguarded) in zip(
             queries, best, strict=True
         ):
             for candidate, hit_key, wrong_key in ((guarded, "hit", "wrong"),
@@ -180,7 +180,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--devset", type=Path, default=DEVSET)
+    parser.add_argument(
+        "--heldout", action="store_true", help="use bench/data/cache_heldout.json (never tuned on)"
+    )
     args = parser.parse_args()
+    if args.heldout:
+        args.devset = DEVSET.with_name("cache_heldout.json")
     with tempfile.TemporaryDirectory() as tmp:
         embed, close = engine_embed(args.data_dir or Path(tmp))
         try:

@@ -260,7 +260,13 @@ async def test_catalog_scans_files_and_directories(
     registry = ModelRegistry(_settings(data_dir, models_dir, single, tmp_path / "missing"))
     try:
         models = {m.id: m for m in await registry.models()}
-        assert set(models) == {BUNDLED_MODEL_ID, "all-minilm-l6-v2", "second-model", "broken", "third"}
+        assert set(models) == {
+            BUNDLED_MODEL_ID,
+            "all-minilm-l6-v2",
+            "second-model",
+            "broken",
+            "third",
+        }
         assert models["second-model"].architecture == "gemma3"
         assert not models["second-model"].loaded
         assert models["broken"].architecture is None
