@@ -33,6 +33,21 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 1
 """
 
+_PUT_MANY = """
+local now = ARGV[1]
+for i = 1, #KEYS - 3 do
+  local ident = ARGV[2 * i]
+  local text = ARGV[2 * i + 1]
+  local old = redis.call('HGET', KEYS[#KEYS - 1], ident)
+  redis.call('SET', KEYS[i], text)
+  local n = string.len(text)
+  redis.call('HSET', KEYS[#KEYS - 1], ident, n)
+  redis.call('INCRBY', KEYS[#KEYS], n - (tonumber(old) or 0))
+  redis.call('ZADD', KEYS[#KEYS - 2], now, ident)
+end
+return #KEYS - 3
+"""
+
 _DELETE = """
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 0 end
@@ -69,6 +84,7 @@ class RedisHotTier:
         self._size = prefix + "size"
         self._bytes = prefix + "bytes"
         self._put = self._client.register_script(_PUT)
+        self._put_many = self._client.register_script(_PUT_MANY)
         self._delete = self._client.register_script(_DELETE)
 
     def _key(self, ident: str) -> str:
@@ -104,18 +120,14 @@ class RedisHotTier:
             raise self._fail(err) from err
 
     async def put_many(self, items: list[tuple[str, str, str]]) -> None:
-        """Pipelined writes (namespace, key, text): one round trip for the whole batch."""
-        now = time.time()
+        """Batched writes (namespace, key, text): one script call, one round trip."""
+        idents = [item_id(namespace, key) for namespace, key, _ in items]
+        keys = [self._key(i) for i in idents] + [self._lru, self._size, self._bytes]
+        args: list[str | float] = [time.time()]
+        for ident, (_, _, text) in zip(idents, items, strict=True):
+            args += [ident, text]
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for namespace, key, text in items:
-                    ident = item_id(namespace, key)
-                    await self._put(
-                        keys=[self._key(ident), self._lru, self._size, self._bytes],
-                        args=[ident, text, now, "0"],
-                        client=pipe,
-                    )
-                await pipe.execute()
+            await self._put_many(keys=keys, args=args)
         except RedisError as err:
             raise self._fail(err) from err
 
