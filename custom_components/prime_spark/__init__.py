@@ -20,6 +20,7 @@ from .coordinator import (
 )
 from .intent import async_setup_status_sentences
 from .issues import async_delete_issues
+from .memory import async_delete_memory_issues, async_setup_memory
 from .services import async_setup_services
 
 PLATFORMS = [Platform.BINARY_SENSOR, Platform.BUTTON, Platform.CONVERSATION, Platform.SENSOR]
@@ -47,6 +48,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrimeSparkConfigEntry) -
     await coordinator.async_config_entry_first_refresh()
 
     entry.runtime_data = PrimeSparkRuntimeData(client=client, status_coordinator=coordinator)
+    entry.runtime_data.memory_coordinator = await async_setup_memory(
+        hass, entry, client, coordinator.data.node_id
+    )
 
     entry.async_create_background_task(
         hass,
@@ -63,6 +67,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: PrimeSparkConfigEntry) 
     """Unload a config entry; the event stream task ends with it."""
     if unloaded := await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
         async_delete_issues(hass, entry)
+        async_delete_memory_issues(hass, entry)
     return unloaded
 
 

@@ -22,6 +22,7 @@ from .client import Status
 from .client.models import NODE_STATES
 from .coordinator import PrimeSparkConfigEntry
 from .entity import PrimeSparkEntity
+from .memory import memory_sensor_entities
 
 PARALLEL_UPDATES = 0
 
@@ -161,6 +162,7 @@ async def async_setup_entry(
     """Set up the node's sensors."""
     coordinator = entry.runtime_data.status_coordinator
     async_add_entities(PrimeSparkSensorEntity(coordinator, description) for description in SENSORS)
+    async_add_entities(memory_sensor_entities(entry))
 
 
 class PrimeSparkSensorEntity(PrimeSparkEntity, SensorEntity):

@@ -31,6 +31,7 @@ from .const import (
 )
 from .coordinator import PrimeSparkConfigEntry
 from .helpers import translated_client_errors
+from .memory_services import async_setup_memory_services
 
 MESSAGE_ROLES = ("system", "user", "assistant")
 
@@ -64,6 +65,7 @@ GENERATE_SCHEMA = vol.All(
 @callback
 def async_setup_services(hass: HomeAssistant) -> None:
     """Register the actions (once, for every node: ``config_entry_id`` picks one)."""
+    async_setup_memory_services(hass, _loaded_entry)
     hass.services.async_register(
         DOMAIN,
         SERVICE_GENERATE,
