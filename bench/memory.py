@@ -1,4 +1,4 @@
-"""Memory benchmarks: the hot tier against redis-benchmark, and the response-cache hit path over HTTP.
+"""Memory benchmarks: the hot tier vs redis-benchmark, and the response-cache hit path over HTTP.
 
     scripts/shell python -m bench.memory [--redis-url URL] [--seconds 5] [--rates 1000,2000,3000]
                                          [--out bench/RESULTS.md]
@@ -76,8 +76,26 @@ def redis_benchmark(url: str, pipeline: int, requests: int) -> dict[str, float]:
         raise SystemExit(f"cannot parse {url}")
     host, port, db = match.group(1), match.group(2), match.group(3) or "0"
     out = subprocess.run(
-        ["redis-benchmark", "-h", host, "-p", port, "--dbnum", db, "-t", "set,get",
-         "-P", str(pipeline), "-c", "50", "-n", str(requests), "-d", "100", "-q"],  # fmt: skip
+        [
+            "redis-benchmark",
+            "-h",
+            host,
+            "-p",
+            port,
+            "--dbnum",
+            db,
+            "-t",
+            "set,get",
+            "-P",
+            str(pipeline),
+            "-c",
+            "50",
+            "-n",
+            str(requests),
+            "-d",
+            "100",
+            "-q",
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         check=True,
@@ -99,7 +117,8 @@ def _start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     data = workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
     config = {
-        "server": {"host": "127.0.0.1", "port": port, "data_dir": str(data), "log_level": "warning"},
+        "server": {"host": "127.0.0.1", "port": port, "data_dir": str(data),
+                   "log_level": "warning"},
         "security": {"api_tokens": [{"name": "bench", "token": TOKENS["operator"],
                                      "role": "operator"}], "rate_limit_per_minute": 0},
         "discovery": {"enabled": False},
@@ -128,7 +147,9 @@ def _start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("the server did not become ready")
 
 
-async def cache_hits(url: str, token: str, rates: list[int], seconds: float) -> list[dict[str, Any]]:
+async def cache_hits(
+    url: str, token: str, rates: list[int], seconds: float
+) -> list[dict[str, Any]]:
     body = {"messages": [{"role": "user", "content": "turn on the kitchen light"}],
             "temperature": 0, "max_tokens": 8}  # fmt: skip
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -150,7 +171,7 @@ async def cache_hits(url: str, token: str, rates: list[int], seconds: float) -> 
             total = int(rate * seconds)
             start = time.perf_counter() + 0.1
 
-            async def one(scheduled: float) -> None:
+            async def one(scheduled: float, latencies: list[float] = latencies) -> None:
                 nonlocal errors, not_hits
                 delay = scheduled - time.perf_counter()
                 if delay > 0:
@@ -193,8 +214,8 @@ def render(args: argparse.Namespace, hot: dict[str, Any], rb: dict[str, float],
         RESULTS_HEADER,
         "",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
-        " (shared with other work: absolute numbers are noisy)",
+        f"- machine: {os.cpu_count()} CPUs, {platform.machine()}, "
+        f"Python {platform.python_version()} (shared with other work: absolute numbers are noisy)",
         f"- command: `scripts/shell python -m bench.memory {' '.join(sys.argv[1:])}`".rstrip(),
         "",
         "### (a) Hot tier (Redis) vs redis-benchmark, same Redis, same run",
@@ -232,8 +253,10 @@ def render(args: argparse.Namespace, hot: dict[str, Any], rb: dict[str, float],
 def write_section(path: Path, section: str) -> None:
     text = path.read_text(encoding="utf-8") if path.exists() else "# Results\n\n"
     pattern = re.compile(re.escape(RESULTS_HEADER) + r".*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(section.rstrip() + "\n", text) if pattern.search(text) else (
-        text.rstrip() + "\n\n" + section
+    text = (
+        pattern.sub(section.rstrip() + "\n", text)
+        if pattern.search(text)
+        else (text.rstrip() + "\n\n" + section)
     )
     path.write_text(text, encoding="utf-8")
 

@@ -598,8 +598,7 @@ class TieredMemory:
             self._kick.clear()
             try:
                 await self.check_hot()
-                if not self.warm.health.ok:
-                    await self.warm.ping()
+                await self.recheck_warm()
                 await self.mover_pass()
             except asyncio.CancelledError:
                 raise
@@ -747,7 +746,18 @@ class TieredMemory:
             status["corrupt_quarantined"] = self.warm.corrupt_found
         return status
 
+    async def recheck_warm(self) -> bool:
+        """A warm tier that was unusable (NAS not mounted) is probed again and, once usable,
+        indexed: the share may hold items from before."""
+        if not self.warm.health.ok:
+            await self.warm.open()
+            if self.warm.health.ok:
+                _LOGGER.info("Memory: the warm tier %s is usable again", self.warm.root)
+                self._changed()
+        return self.warm.health.ok
+
     async def status(self) -> dict[str, Any]:
+        await self.recheck_warm()
         await self.refresh_usage()
         tiers = {name: self.tier_status(name) for name in TIERS}
         stored = [tiers[n] for n in TIERS if tiers[n]["configured"] and n != "cold"]

@@ -189,7 +189,7 @@ async def test_warm_unwritable_with_redis_reports_without_failing_writes(
         assert (await store.get("shared", "k")) is not None
         # The share appears (mounted): the next pass uses it.
         (tmp_path / "missing-share").mkdir()
-        await store.warm.ping()
+        await store.recheck_warm()
         await store.mover_pass()
         assert [i.key for i, _ in await store.list_items("shared", tier="warm")] == ["k"]
     finally:
