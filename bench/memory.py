@@ -95,7 +95,7 @@ def redis_benchmark(url: str, pipeline: int, requests: int) -> dict[str, float]:
             "-d",
             "100",
             "-q",
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -9,6 +9,7 @@ import yaml
 
 from custom_components.prime_spark.binary_sensor import BINARY_SENSORS
 from custom_components.prime_spark.button import BUTTONS
+from custom_components.prime_spark.memory import TIER_SENSORS
 from custom_components.prime_spark.sensor import SENSORS
 
 PACKAGE = Path(__file__).parents[2] / "custom_components" / "prime_spark"
@@ -56,6 +57,8 @@ def test_every_entity_is_translated_and_has_an_icon() -> None:
         ("button", BUTTONS),
     ):
         keys = {d.translation_key for d in descriptions}
+        if platform == "sensor":  # the memory tiers' sensors and the cache hit rate
+            keys |= {d.translation_key for d in TIER_SENSORS} | {"response_cache_hit_rate"}
         assert keys == set(strings[platform]), platform
         # Timestamps have the device class's icon.
         assert keys - {"uptime"} == set(icons[platform]), platform

@@ -26,6 +26,14 @@ VOLATILE = frozenset(
         "generated_tokens",
         "requests",
         "uptime",
+        # Memory: what earlier tests stored, read and cached.
+        "memory_items",
+        "memory_bytes",
+        "memory_hit_rate",
+        "memory_capacity_used",
+        "memory_promotions",
+        "memory_demotions",
+        "response_cache_hit_rate",
     }
 )
 
