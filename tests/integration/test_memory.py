@@ -5,6 +5,7 @@ real embedding model for recall by meaning)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,34 @@ from custom_components.prime_spark.compat import vol
 from custom_components.prime_spark.const import DOMAIN
 from tests.server.server_process import ServerProcess
 
+from .conftest import real_sockets
 from .helpers import entry_for, wait_for
+
+
+@pytest.fixture(scope="module")
+def memory_server(
+    tmp_path_factory: pytest.TempPathFactory, server_settings: dict[str, Any]
+) -> Iterator[ServerProcess]:
+    """A node of this module's own: memory with the semantic cache and the embedding model."""
+    with real_sockets():
+        proc = ServerProcess(tmp_path_factory.mktemp("memory"), {**server_settings, "memory": {}},
+                             name="memory")  # fmt: skip
+        proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def init_integration(
+    hass: HomeAssistant, memory_server: ServerProcess
+) -> AsyncIterator[MockConfigEntry]:
+    entry = entry_for(memory_server)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    yield entry
+    await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
 
 
 async def _call(hass: HomeAssistant, service: str, user: str | None = "alice-id",
@@ -86,7 +114,7 @@ async def test_tier_devices_cache_sensor_and_flush_button(
     init_integration: MockConfigEntry,
     entity_registry: er.EntityRegistry,
     device_registry: dr.DeviceRegistry,
-    server: ServerProcess,
+    memory_server: ServerProcess,
 ) -> None:
     devices = {d.name for d in dr.async_entries_for_config_entry(device_registry,
                                                                  init_integration.entry_id)}  # fmt: skip
@@ -111,7 +139,7 @@ async def test_tier_devices_cache_sensor_and_flush_button(
     body = {"messages": [{"role": "user", "content": "say hi"}], "temperature": 0, "max_tokens": 2}
     for _ in range(2):
         status, headers, _ = await hass.async_add_executor_job(
-            lambda: server.request("POST", "/v1/chat/completions", body)
+            lambda: memory_server.request("POST", "/v1/chat/completions", body)
         )
         assert status == 200
     assert headers["x-prime-spark-cache"] == "hit"
@@ -122,7 +150,7 @@ async def test_tier_devices_cache_sensor_and_flush_button(
     button = ids[f"{node_id}_flush_response_cache"]
     await hass.services.async_call("button", "press", {"entity_id": button}, blocking=True)
     _, _, stats = await hass.async_add_executor_job(
-        lambda: server.request("GET", "/api/v1/memory/cache")
+        lambda: memory_server.request("GET", "/api/v1/memory/cache")
     )
     assert stats["entries"] == 0
 
