@@ -21,6 +21,7 @@ from .coordinator import (
 from .intent import async_setup_status_sentences
 from .issues import async_delete_issues
 from .memory import async_delete_memory_issues, async_setup_memory
+from .memory_llm import async_register_memory_api
 from .services import async_setup_services
 
 PLATFORMS = [Platform.BINARY_SENSOR, Platform.BUTTON, Platform.CONVERSATION, Platform.SENSOR]
@@ -32,6 +33,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Set up what exists once for every node: the actions and the status sentences."""
     async_setup_services(hass)
     await async_setup_status_sentences(hass)
+    async_register_memory_api(hass)
     return True
 
 

@@ -341,9 +341,24 @@ async def _memory_lifecycle(app: web.Application) -> AsyncIterator[None]:
     memory = app[MEMORY_KEY]
     await memory.start()
     await memory.refresh_usage()
-    mover = asyncio.create_task(memory.run_mover(), name="prime-spark-memory-mover")
+    tasks = [
+        asyncio.create_task(memory.run_mover(), name="prime-spark-memory-mover"),
+        asyncio.create_task(_warm_up(memory), name="prime-spark-embedding-warm-up"),
+    ]
     yield
-    mover.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await mover
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await memory.close()
+
+
+async def _warm_up(memory: TieredMemory) -> None:
+    """Convert (first start) and load the embedding model now, not in the first write."""
+    if memory.embedder is None:
+        return
+    try:
+        await memory.embedder.embed("warm up")
+    except Exception as err:
+        _LOGGER.warning("The embedding model is not available yet: %s", err)

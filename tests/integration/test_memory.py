@@ -5,6 +5,7 @@ real embedding model for recall by meaning)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,12 @@ from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers import llm
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.prime_spark.compat import vol
 from custom_components.prime_spark.const import DOMAIN
+from custom_components.prime_spark.memory_llm import MEMORY_API_ID
 from tests.server.server_process import ServerProcess
 
 from .conftest import real_sockets
@@ -34,6 +37,10 @@ def memory_server(
         proc = ServerProcess(tmp_path_factory.mktemp("memory"), {**server_settings, "memory": {}},
                              name="memory")  # fmt: skip
         proc.start()
+        # The embedding model loads after /health says ready: wait for it here, not in a test.
+        status, _, _ = proc.request("POST", "/v1/embeddings",
+                                    {"model": "all-minilm-l6-v2", "input": "warm up"})  # fmt: skip
+        assert status == 200
     yield proc
     proc.stop()
 
@@ -186,3 +193,32 @@ async def test_warm_tier_missing_raises_a_repair_issue(
         await hass.async_block_till_done()
     finally:
         await hass.async_add_executor_job(proc.stop)
+
+
+def _llm_context(user_id: str | None) -> llm.LLMContext:
+    """An LLMContext for this Home Assistant version (its fields changed across releases)."""
+    values = {"platform": DOMAIN, "context": Context(user_id=user_id), "user_prompt": None,
+              "language": "en", "assistant": "conversation", "device_id": None}  # fmt: skip
+    names = {f.name for f in dataclasses.fields(llm.LLMContext)}
+    return llm.LLMContext(**{k: v for k, v in values.items() if k in names})
+
+
+async def _tool(api: llm.APIInstance, name: str, **args: Any) -> Any:
+    """A tool's result data (newer Home Assistant wraps it in a ToolResult)."""
+    result = await api.async_call_tool(llm.ToolInput(tool_name=name, tool_args=args))
+    return getattr(result, "data", result)
+
+
+async def test_assist_remembers_and_recalls_per_user(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    alice = await llm.async_get_api(hass, MEMORY_API_ID, _llm_context("alice-llm"))
+    assert {tool.name for tool in alice.tools} == {"remember", "recall"}
+    stored = await _tool(alice, "remember", about="garage code", fact="The garage code is 4411")
+    assert stored == {"success": True, "remembered": "The garage code is 4411",
+                      "key": "garage_code"}  # fmt: skip
+    await _tool(alice, "remember", about="dentist", fact="Dentist on Friday at 3 pm")
+    recalled = await _tool(alice, "recall", question="what's the garage code?")
+    assert recalled["memories"][0] == {"about": "garage code", "fact": "The garage code is 4411"}
+    bob = await llm.async_get_api(hass, MEMORY_API_ID, _llm_context("bob-llm"))
+    assert await _tool(bob, "recall", question="what's the garage code?") == {"memories": []}
