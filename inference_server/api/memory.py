@@ -355,8 +355,10 @@ async def _memory_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _warm_up(memory: TieredMemory) -> None:
-    """Convert (first start) and load the embedding model now, not in the first write."""
-    if memory.embedder is None:
+    """Convert (first start) and load the embedding model now, not in the first chat request:
+    with the semantic cache on, every deterministic chat request embeds its last message."""
+    settings = memory.settings
+    if memory.embedder is None or not (settings.cache_enabled and settings.cache_semantic):
         return
     try:
         await memory.embedder.embed("warm up")
