@@ -19,6 +19,7 @@ from inference_server.api import control, health, link, openai, vision
 from inference_server.api import power as power_api
 from inference_server.api import routing as routing_api
 from inference_server.api.errors import error_middleware
+from inference_server.api.memory import setup_memory
 from inference_server.config import Settings
 from inference_server.discovery import Advertiser
 from inference_server.events import StateWatcher
@@ -80,6 +81,7 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
     if settings.link.enabled:
         app.cleanup_ctx.append(link_lifecycle)
     app.on_cleanup.append(_close_vision)
+    setup_memory(app)
     _setup_cors(app, settings)
     app.cleanup_ctx.append(_engine_lifecycle)
     app.on_shutdown.append(_close_event_streams)

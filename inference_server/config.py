@@ -186,6 +186,45 @@ class PowerSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class MemorySettings:
+    """Tiered memory (hot → warm → cold) and the response cache; see README "Memory"."""
+
+    enabled: bool = True
+    redis_url: str | None = None
+    """Hot tier in Redis; unset keeps the hot tier in-process (then written through to warm)."""
+    redis_prefix: str = "prime-spark:memory:"
+    warm_path: Path | None = None
+    """The warm tier directory (a NAS share); unset uses ``<data_dir>/memory``. A configured
+    path must exist: a NAS that is not mounted must not fill the local disk instead."""
+    cold_url: str | None = None
+    """Base URL of a cloud Prime Spark peer whose ``/api/v1/memory`` is the cold tier."""
+    cold_token: str | None = None
+    max_value_bytes: int = 256 * 1024
+    hot_max_items: int = 10_000
+    hot_max_bytes: int = 64 * 1024 * 1024
+    warm_max_items: int = 1_000_000
+    warm_max_bytes: int = 8 * 1024 * 1024 * 1024
+    cold_max_items: int = 0
+    """0: unlimited (the peer enforces its own limits)."""
+    hot_idle_seconds: float = 3600.0
+    """An item not read for this long leaves the hot tier."""
+    warm_idle_seconds: float = 30 * 86400.0
+    """An item not read for this long leaves the warm tier (only with a cold tier)."""
+    mover_interval_seconds: float = 30.0
+    mover_batch: int = 200
+    """Items moved per mover step; the mover yields between steps."""
+    embedding_model: str = "all-minilm-l6-v2"
+    cache_enabled: bool = True
+    cache_ttl_seconds: float = 3600.0
+    cache_max_entries: int = 10_000
+    cache_semantic: bool = True
+    cache_semantic_threshold: float = 0.60
+    """Cosine a semantic hit needs (plus the content guard); chosen by bench/cache_sweep.py."""
+    cache_thresholds: tuple[tuple[str, float], ...] = ()
+    """Per namespace or model overrides: ``(name, threshold)``."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
@@ -195,6 +234,7 @@ class Settings:
     vision: VisionSettings = field(default_factory=VisionSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     power: PowerSettings = field(default_factory=PowerSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
 
 
 def _port(value: Any) -> int:
@@ -369,11 +409,57 @@ SCHEMA = vol.Schema(
             ),
             vol.Optional("pmic_command"): vol.All(str, vol.Length(min=1)),
         },
+        vol.Optional("memory", default={}): {
+            vol.Optional("enabled"): _boolean,
+            vol.Optional("redis_url"): vol.Any(
+                None,
+                vol.All(str, vol.Match(r"^(redis|rediss|unix)://", msg="expected a redis:// URL")),
+            ),
+            vol.Optional("redis_prefix"): vol.All(str, vol.Length(min=1, max=64)),
+            vol.Optional("warm_path"): vol.Any(None, vol.All(str, vol.Length(min=1))),
+            vol.Optional("cold_url"): vol.Any(
+                None, vol.All(str, vol.Match(r"^https?://", msg="expected an http(s):// URL"))
+            ),
+            vol.Optional("cold_token"): vol.Any(None, str),
+            vol.Optional("max_value_bytes"): _positive_int(16, 16 * 1024 * 1024),
+            vol.Optional("hot_max_items"): _positive_int(1),
+            vol.Optional("hot_max_bytes"): _positive_int(1024),
+            vol.Optional("warm_max_items"): _positive_int(1),
+            vol.Optional("warm_max_bytes"): _positive_int(1024),
+            vol.Optional("cold_max_items"): _positive_int(0),
+            vol.Optional("hot_idle_seconds"): vol.All(vol.Coerce(float), vol.Range(min=0)),
+            vol.Optional("warm_idle_seconds"): vol.All(vol.Coerce(float), vol.Range(min=0)),
+            vol.Optional("mover_interval_seconds"): vol.All(
+                vol.Coerce(float), vol.Range(min=0.05, max=86400)
+            ),
+            vol.Optional("mover_batch"): _positive_int(1, 100_000),
+            vol.Optional("embedding_model"): vol.All(str, vol.Length(min=1)),
+            vol.Optional("cache_enabled"): _boolean,
+            vol.Optional("cache_ttl_seconds"): vol.All(vol.Coerce(float), vol.Range(min=0)),
+            vol.Optional("cache_max_entries"): _positive_int(1),
+            vol.Optional("cache_semantic"): _boolean,
+            vol.Optional("cache_semantic_threshold"): vol.All(
+                vol.Coerce(float), vol.Range(min=0, max=1)
+            ),
+            vol.Optional("cache_thresholds"): vol.Schema(
+                {str: vol.All(vol.Coerce(float), vol.Range(min=0, max=1))}
+            ),
+        },
     }
 )
 
 
-SECTIONS = ("server", "models", "security", "discovery", "link", "vision", "routing", "power")
+SECTIONS = (
+    "server",
+    "models",
+    "security",
+    "discovery",
+    "link",
+    "vision",
+    "routing",
+    "power",
+    "memory",
+)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
@@ -483,13 +569,19 @@ def _build(data: dict[str, dict[str, Any]]) -> Settings:
         )
     if "private_tokens" in routing:
         routing["private_tokens"] = tuple(routing["private_tokens"])
+    memory = dict(data["memory"])
+    if memory.get("warm_path"):
+        memory["warm_path"] = Path(memory["warm_path"]).expanduser()
+    if "cache_thresholds" in memory:
+        memory["cache_thresholds"] = tuple(sorted(memory["cache_thresholds"].items()))
     return Settings(
-        link=LinkSettings(**link),
-        vision=VisionSettings(**vision),
         server=ServerSettings(**server),
         models=ModelSettings(**models),
         security=SecuritySettings(**security),
         discovery=DiscoverySettings(**data["discovery"]),
         routing=RoutingSettings(**routing),
         power=PowerSettings(**data["power"]),
+        link=LinkSettings(**link),
+        vision=VisionSettings(**vision),
+        memory=MemorySettings(**memory),
     )

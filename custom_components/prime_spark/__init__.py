@@ -23,6 +23,8 @@ from .detect import async_setup_detect_service
 from .intent import async_setup_mode_sentences, async_setup_status_sentences
 from .issues import async_delete_issues
 from .link import async_setup_link, link_issue_id
+from .memory import async_delete_memory_issues, async_setup_memory
+from .memory_llm import async_register_memory_api
 from .services import async_setup_services
 
 PLATFORMS = [
@@ -42,6 +44,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     async_setup_detect_service(hass)
     await async_setup_status_sentences(hass)
     await async_setup_mode_sentences(hass)
+    async_register_memory_api(hass)
     return True
 
 
@@ -62,6 +65,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrimeSparkConfigEntry) -
         status_coordinator=coordinator,
         link_coordinator=await async_setup_link(hass, entry, client, coordinator.data.node_id),
     )
+    entry.runtime_data.memory_coordinator = await async_setup_memory(
+        hass, entry, client, coordinator.data.node_id
+    )
 
     entry.async_create_background_task(
         hass,
@@ -79,6 +85,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: PrimeSparkConfigEntry) 
     if unloaded := await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
         async_delete_issues(hass, entry)
         ir.async_delete_issue(hass, DOMAIN, link_issue_id(entry))
+        async_delete_memory_issues(hass, entry)
     return unloaded
 
 

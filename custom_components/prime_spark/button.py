@@ -35,6 +35,12 @@ BUTTONS: tuple[PrimeSparkButtonEntityDescription, ...] = (
         available_fn=lambda status: status.default_model is not None,
         press_fn=lambda client, status: client.reload_model(status.default_model or ""),
     ),
+    PrimeSparkButtonEntityDescription(
+        key="flush_response_cache",
+        translation_key="flush_response_cache",
+        entity_category=EntityCategory.CONFIG,
+        press_fn=lambda client, _: client.flush_response_cache(),
+    ),
 )
 
 

@@ -35,6 +35,7 @@ from .issues import async_check_api_version
 
 if TYPE_CHECKING:
     from .link import PrimeSparkLinkCoordinator
+    from .memory import PrimeSparkMemoryCoordinator
 
 
 @dataclass(kw_only=True)
@@ -45,6 +46,7 @@ class PrimeSparkRuntimeData:
     status_coordinator: PrimeSparkStatusCoordinator
     link_coordinator: PrimeSparkLinkCoordinator | None = None
     """The WireGuard link's coordinator; None on a node without a link."""
+    memory_coordinator: PrimeSparkMemoryCoordinator | None = None
 
 
 type PrimeSparkConfigEntry = ConfigEntry[PrimeSparkRuntimeData]

@@ -24,6 +24,7 @@ from .coordinator import PrimeSparkConfigEntry
 from .detection_sensor import async_setup_detection_sensors
 from .entity import PrimeSparkEntity, PrimeSparkPeerEntity
 from .link import link_sensors
+from .memory import memory_sensor_entities
 
 PARALLEL_UPDATES = 0
 
@@ -270,6 +271,7 @@ async def async_setup_entry(
             for peer in routing.peers
             for description in PEER_SENSORS
         )
+    async_add_entities(memory_sensor_entities(entry))
 
 
 class PrimeSparkSensorEntity(PrimeSparkEntity, SensorEntity):

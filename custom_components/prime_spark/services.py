@@ -36,6 +36,7 @@ from .const import (
 )
 from .coordinator import PrimeSparkConfigEntry
 from .helpers import translated_client_errors
+from .memory_services import async_setup_memory_services
 
 MESSAGE_ROLES = ("system", "user", "assistant")
 
@@ -83,6 +84,7 @@ POWER_MODE_SCHEMA = vol.Schema(
 @callback
 def async_setup_services(hass: HomeAssistant) -> None:
     """Register the actions (once, for every node: ``config_entry_id`` picks one)."""
+    async_setup_memory_services(hass, _loaded_entry)
     hass.services.async_register(
         DOMAIN,
         SERVICE_GENERATE,

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from inference_server.api.errors import ApiError, from_backend
+from inference_server.api.response_cache import cached_chat_response, remember_chat_response
 from inference_server.api.validation import (
     CHAT_SCHEMA,
     COMPLETION_SCHEMA,
@@ -191,6 +192,7 @@ async def _stream(
     make_chunk: Callable[[str | None, str | None], dict[str, Any]],
     call: _Call,
     first: dict[str, Any] | None = None,
+    on_finish: Callable[[dict[str, Any], str, FinishEvent], None] | None = None,
 ) -> web.StreamResponse:
     """Drive one streamed generation.
 
@@ -201,6 +203,7 @@ async def _stream(
     """
     sse = _SSE(request)
     token_frame = _token_frame(make_chunk)
+    parts: list[str] = []
     async with aclosing(_generate(node, engine_request)) as events:
         started = False
         try:
@@ -213,6 +216,8 @@ async def _stream(
                 if isinstance(event, TokenEvent):
                     if event.text:
                         await sse.send_raw(token_frame(event.text))
+                        if on_finish is not None:
+                            parts.append(event.text)
                     continue
                 final = make_chunk(None, event.finish_reason)
                 final["timings"] = _timings(event)
@@ -222,6 +227,10 @@ async def _stream(
                     usage_chunk["choices"] = []
                     usage_chunk["usage"] = _usage(event)
                     await sse.send(usage_chunk)
+                if on_finish is not None:
+                    on_finish(
+                        {"role": "assistant", "content": "".join(parts)}, event.finish_reason, event
+                    )
         except BackendError as err:
             if not started:
                 raise
@@ -297,6 +306,11 @@ async def _chat_completions(request: web.Request, body: dict[str, Any]) -> web.S
     """Serve a chat completion on this node (the router chose the edge)."""
     node = request.app[NODE_KEY]
     call = _call(node, body, "chatcmpl")
+    cached, lookup = await cached_chat_response(
+        request, body, call.model, stream=call.stream, include_usage=call.include_usage
+    )
+    if cached is not None:
+        return cached
     prepared = await _prepare(node, body, call.model)
     engine_request = GenerationRequest(
         model=call.model,
@@ -305,6 +319,28 @@ async def _chat_completions(request: web.Request, body: dict[str, Any]) -> web.S
         timeout=node.settings.models.request_timeout,
         add_bos=prepared.add_bos,
     )
+
+    def remember(message: dict[str, Any], finish_reason: str, finish: FinishEvent) -> None:
+        remember_chat_response(
+            request,
+            lookup,
+            {
+                "id": call.object_id,
+                "object": "chat.completion",
+                "created": call.created,
+                "model": call.model,
+                "system_fingerprint": node.fingerprint,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": finish_reason,
+                    }
+                ],
+                "usage": _usage(finish),
+            },
+        )
 
     def chunk(text: str | None, finish_reason: str | None) -> dict[str, Any]:
         delta: dict[str, Any] = {} if text is None else {"content": text}
@@ -323,29 +359,39 @@ async def _chat_completions(request: web.Request, body: dict[str, Any]) -> web.S
         first = chunk(None, None)
         first["choices"][0]["delta"] = {"role": "assistant", "content": ""}
         return await _stream(
-            request, node, engine_request=engine_request, make_chunk=chunk, call=call, first=first
+            request,
+            node,
+            engine_request=engine_request,
+            make_chunk=chunk,
+            call=call,
+            first=first,
+            on_finish=remember,
         )
 
     if call.stream:
         return await _stream_tool_mode(
-            request, node, engine_request=engine_request, call=call, prepared=prepared
+            request,
+            node,
+            engine_request=engine_request,
+            call=call,
+            prepared=prepared,
+            on_finish=remember,
         )
     text, finish = await _collect(node, engine_request)
     message, finish_reason = prepared.parse_output(text, finish.finish_reason)
-    return web.json_response(
-        {
-            "id": call.object_id,
-            "object": "chat.completion",
-            "created": call.created,
-            "model": call.model,
-            "system_fingerprint": node.fingerprint,
-            "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
-            ],
-            "usage": _usage(finish),
-            "timings": _timings(finish),
-        }
-    )
+    result = {
+        "id": call.object_id,
+        "object": "chat.completion",
+        "created": call.created,
+        "model": call.model,
+        "system_fingerprint": node.fingerprint,
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+        ],
+        "usage": _usage(finish),
+    }
+    remember_chat_response(request, lookup, result)
+    return web.json_response({**result, "timings": _timings(finish)})
 
 
 async def _stream_tool_mode(
@@ -355,6 +401,7 @@ async def _stream_tool_mode(
     engine_request: GenerationRequest,
     call: _Call,
     prepared: PreparedChat,
+    on_finish: Callable[[dict[str, Any], str, FinishEvent], None] | None = None,
 ) -> web.StreamResponse:
     """Stream a reply whose tool calls are only known once the whole output is parsed.
 
@@ -396,6 +443,8 @@ async def _stream_tool_mode(
                         last_write = time.monotonic()
                     continue
                 message, finish_reason = prepared.parse_output("".join(parts), event.finish_reason)
+                if on_finish is not None:
+                    on_finish(message, finish_reason, event)
                 delta = {key: value for key, value in message.items() if key != "role"}
                 if delta.get("tool_calls"):
                     delta["tool_calls"] = [

@@ -40,6 +40,11 @@ from inference_server.models.bundled import (
     bundled_model_path,
     ensure_bundled_model,
 )
+from inference_server.models.embedding import (
+    EMBEDDING_MODEL_ID,
+    embedding_model_path,
+    ensure_embedding_model,
+)
 from inference_server.models.gguf import GGUFError, GGUFInfo, read_gguf_info
 
 _LOGGER = logging.getLogger(__name__)
@@ -69,6 +74,8 @@ class _Entry:
     id: str
     path: Path
     bundled: bool = False
+    embedding: bool = False
+    """The bundled sentence-embedding model (converted to GGUF on first use)."""
 
 
 def model_id_for(path: Path) -> str | None:
@@ -102,6 +109,9 @@ class ModelRegistry:
         self._retired_tokens = 0
         self._info_cache: dict[Path, tuple[int, int, GGUFInfo | None]] = {}
         self._missing_warned: set[Path] = set()
+        self._aux: dict[str, LlamaCppEngine] = {}
+        """The embedding model: outside the LRU and the slots (it never generates)."""
+        self._aux_lock = asyncio.Lock()
         self._status: Status = "starting"
         self._reason = "The server is starting"
         self._closed = False
@@ -134,6 +144,10 @@ class ModelRegistry:
 
     async def close(self) -> None:
         self._closed = True
+        async with self._aux_lock:
+            for aux in self._aux.values():
+                await asyncio.to_thread(aux.close)
+            self._aux.clear()
         for load in list(self._loading.values()):
             with contextlib.suppress(BaseException):
                 await load
@@ -159,6 +173,9 @@ class ModelRegistry:
                 id=BUNDLED_MODEL_ID, path=bundled_model_path(self._data_dir), bundled=True
             )
         }
+        found[EMBEDDING_MODEL_ID] = _Entry(
+            id=EMBEDDING_MODEL_ID, path=embedding_model_path(self._data_dir), embedding=True
+        )
         user: dict[str, _Entry] = {}
         for configured in self._settings.paths:
             try:
@@ -217,7 +234,7 @@ class ModelRegistry:
         return [self._describe(entry) for entry in entries]
 
     def _describe(self, entry: _Entry) -> ModelInfo:
-        engine = self._engines.get(entry.id)
+        engine = self._engines.get(entry.id) or self._aux.get(entry.id)
         try:
             size = entry.path.stat().st_size
         except OSError:
@@ -271,6 +288,8 @@ class ModelRegistry:
         if self._closed:
             raise BackendError("The server is stopping")
         entry = await self._lookup(model)
+        if entry.embedding:
+            raise ModelNotFoundError(f"{entry.id} (an embedding model: /v1/embeddings only)")
         mid = entry.id
         self._leases[mid] = self._leases.get(mid, 0) + 1
         try:
@@ -458,9 +477,32 @@ class ModelRegistry:
             await events.aclose()
             self._release(engine)
 
+    async def _embedding_engine(self, entry: _Entry) -> LlamaCppEngine:
+        """The bundled embedding model, loaded once beside the chat models: it is small
+        (45 MB), must not evict a chat model from the LRU, and has no generation slots to show."""
+        async with self._aux_lock:
+            if self._closed:
+                raise BackendError("The server is stopping")
+            engine = self._aux.get(entry.id)
+            if engine is None:
+                try:
+                    path = await asyncio.to_thread(ensure_embedding_model, self._data_dir)
+                    settings = dataclasses.replace(self._settings, slots=1, context_size=512)
+                    engine = LlamaCppEngine(entry.id, path, settings)
+                    await asyncio.to_thread(engine.load)
+                except BackendError:
+                    raise
+                except Exception as err:
+                    raise ModelLoadError(f"The model '{entry.id}' failed to load: {err}") from err
+                self._aux[entry.id] = engine
+            return engine
+
     async def embed(self, model: str, inputs: Sequence[str]) -> EmbeddingResult:
         if not self._settings.embeddings:
             raise BackendError("Embeddings are turned off on this node (models.embeddings)")
+        entry = await self._lookup(model)
+        if entry.embedding:
+            return await (await self._embedding_engine(entry)).embed(inputs)
         engine = await self._acquire(model)
         try:
             return await engine.embed(inputs)

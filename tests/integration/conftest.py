@@ -96,7 +96,13 @@ def model_section(bundled_model_path: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def server_settings(model_section: dict[str, Any]) -> dict[str, Any]:
-    return {"models": {**model_section, "slots": 2}, "server": {"node_id": NODE_ID}}
+    # No semantic cache lookups here (they would load the embedding model at a point that depends
+    # on test order): test_memory.py runs a node of its own with it on.
+    return {
+        "models": {**model_section, "slots": 2},
+        "server": {"node_id": NODE_ID},
+        "memory": {"cache_semantic": False},
+    }
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,14 @@ async def test_setup_unload_reload(
     # While the node pushes, nothing polls.
     assert coordinator.update_interval is None
 
-    (device,) = dr.async_entries_for_config_entry(device_registry, entry.entry_id)
+    devices = dr.async_entries_for_config_entry(device_registry, entry.entry_id)
+    # The node, and one device per memory tier (hot and warm on this node).
+    (device,) = [d for d in devices if (DOMAIN, NODE_ID) in d.identifiers]
+    assert {next(iter(d.identifiers))[1] for d in devices} == {
+        NODE_ID,
+        f"{NODE_ID}_memory_hot",
+        f"{NODE_ID}_memory_warm",
+    }
     assert device.identifiers == {(DOMAIN, NODE_ID)}
     assert device.name == TITLE
     assert device.manufacturer == "Prime Spark"

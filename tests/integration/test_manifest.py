@@ -11,6 +11,7 @@ from custom_components.prime_spark.binary_sensor import BINARY_SENSORS, PEER_REA
 from custom_components.prime_spark.button import BUTTONS
 from custom_components.prime_spark.detection_sensor import DETECTION_SENSOR
 from custom_components.prime_spark.link import LINK_BINARY_SENSORS, LINK_SENSORS
+from custom_components.prime_spark.memory import TIER_SENSORS
 from custom_components.prime_spark.select import SELECTS
 from custom_components.prime_spark.sensor import PEER_SENSORS, SENSORS
 
@@ -60,6 +61,8 @@ def test_every_entity_is_translated_and_has_an_icon() -> None:
         ("select", SELECTS),
     ):
         keys = {d.translation_key for d in descriptions}
+        if platform == "sensor":  # the memory tiers' sensors and the cache hit rate
+            keys |= {d.translation_key for d in TIER_SENSORS} | {"response_cache_hit_rate"}
         assert keys == set(strings[platform]), platform
         # Timestamps, power and connectivity have the device class's icon.
         assert keys - {"uptime", "power", "peer_reachable"} == set(icons[platform]), platform

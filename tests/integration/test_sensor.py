@@ -28,6 +28,14 @@ VOLATILE = frozenset(
         "uptime",
         "edge_share",
         "last_route",
+        # Memory: what earlier tests stored, read and cached.
+        "memory_items",
+        "memory_bytes",
+        "memory_hit_rate",
+        "memory_capacity_used",
+        "memory_promotions",
+        "memory_demotions",
+        "response_cache_hit_rate",
     }
 )
 

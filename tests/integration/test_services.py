@@ -223,7 +223,15 @@ def test_services_yaml_matches_strings_and_icons() -> None:
         set(services)
         == set(strings)
         == set(icons)
-        == {SERVICE_GENERATE, SERVICE_DETECT, SERVICE_SET_ROUTING_MODE, SERVICE_SET_POWER_MODE}
+        == {
+            SERVICE_GENERATE,
+            SERVICE_DETECT,
+            SERVICE_SET_ROUTING_MODE,
+            SERVICE_SET_POWER_MODE,
+            "memory_store",
+            "memory_recall",
+            "memory_forget",
+        }
     )
     for service in services:
         assert set(services[service]["fields"]) == set(strings[service]["fields"]), service

@@ -197,7 +197,8 @@ async def test_registry_starts_with_bundled_default(data_dir: Path) -> None:
         assert registry.state.ready, registry.state.reason
         assert registry.loaded_model_ids() == [BUNDLED_MODEL_ID]
         models = await registry.models()
-        assert [m.id for m in models] == [BUNDLED_MODEL_ID]
+        # The bundled embedding model is listed too (converted only when first used).
+        assert [m.id for m in models] == [BUNDLED_MODEL_ID, "all-minilm-l6-v2"]
         bundled = models[0]
         assert bundled.loaded
         assert bundled.architecture == "gemma3"
@@ -259,7 +260,13 @@ async def test_catalog_scans_files_and_directories(
     registry = ModelRegistry(_settings(data_dir, models_dir, single, tmp_path / "missing"))
     try:
         models = {m.id: m for m in await registry.models()}
-        assert set(models) == {BUNDLED_MODEL_ID, "second-model", "broken", "third"}
+        assert set(models) == {
+            BUNDLED_MODEL_ID,
+            "all-minilm-l6-v2",
+            "second-model",
+            "broken",
+            "third",
+        }
         assert models["second-model"].architecture == "gemma3"
         assert not models["second-model"].loaded
         assert models["broken"].architecture is None
@@ -287,7 +294,7 @@ async def test_lru_unloads_the_least_recently_used_idle_model(
         assert registry.loaded_model_ids() == ["other"]
         assert not first.loaded  # closed, memory freed
         loaded = {m.id: m.loaded for m in await registry.models()}
-        assert loaded == {BUNDLED_MODEL_ID: False, "other": True}
+        assert loaded == {BUNDLED_MODEL_ID: False, "all-minilm-l6-v2": False, "other": True}
     finally:
         await registry.close()
 

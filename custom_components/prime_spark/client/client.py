@@ -316,6 +316,70 @@ class PrimeSpark:
         """``GET /api/v1/link``: the WireGuard link to the cloud peers."""
         return LinkStatus.from_dict(await self._request("GET", self._url("api", "v1", "link")))
 
+    # ------------------------------------------------------------------ memory
+
+    async def memory_status(self) -> dict[str, Any]:
+        """``GET /api/v1/memory/status``: the tiers, the mover and the response cache."""
+        data: dict[str, Any] = await self._request(
+            "GET", self._url("api", "v1", "memory", "status")
+        )
+        return data
+
+    async def memory_store(
+        self,
+        namespace: str,
+        key: str,
+        value: Any,
+        *,
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        ttl_seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """Store an item (operator role); returns it with the tier it landed in."""
+        body: dict[str, Any] = {"value": value, "tags": list(tags)}
+        body["metadata"] = dict(metadata or {})
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
+        url = self._url("api", "v1", "memory", "items", namespace, key)
+        data: dict[str, Any] = await self._request("PUT", url, body=body)
+        return data
+
+    async def memory_get(self, namespace: str, key: str) -> dict[str, Any] | None:
+        """One item, or ``None`` when the namespace has no such key."""
+        url = self._url("api", "v1", "memory", "items", namespace, key)
+        try:
+            data: dict[str, Any] = await self._request("GET", url)
+        except PrimeSparkResponseError as err:
+            if err.status == 404:
+                return None
+            raise
+        return data
+
+    async def memory_search(
+        self, namespace: str, query: str, *, top_k: int = 5, min_score: float = 0.0
+    ) -> list[dict[str, Any]]:
+        """Items of a namespace by meaning, best first, each with its ``score``."""
+        body = {"namespace": namespace, "query": query, "top_k": top_k, "min_score": min_score}
+        data = await self._request("POST", self._url("api", "v1", "memory", "search"), body=body)
+        results: list[dict[str, Any]] = data["results"]
+        return results
+
+    async def memory_forget(self, namespace: str, key: str) -> bool:
+        """Delete an item from every tier; ``False`` when there was none (operator role)."""
+        url = self._url("api", "v1", "memory", "items", namespace, key)
+        try:
+            await self._request("DELETE", url)
+        except PrimeSparkResponseError as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    async def flush_response_cache(self) -> int:
+        """Empty the node's response cache (operator role); returns the entries dropped."""
+        data = await self._request("DELETE", self._url("api", "v1", "memory", "cache"))
+        return int(data["flushed"])
+
     async def close(self) -> None:
         """Close the session if the client created it."""
         if self.session is not None and self._close_session:

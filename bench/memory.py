@@ -1,0 +1,296 @@
+"""Memory benchmarks: the hot tier vs redis-benchmark, and the response-cache hit path over HTTP.
+
+    scripts/shell python -m bench.memory [--redis-url URL] [--seconds 5] [--rates 1000,2000,3000]
+                                         [--out bench/RESULTS.md]
+
+(a) Hot tier: ``RedisHotTier`` (redis-py asyncio) with a 50/50 get/put mix, pipelined in batches
+    of ``--pipeline`` (16) operations (``get_many`` = one MGET, ``put_many`` = one pipeline of the
+    Lua put script that also keeps the LRU index and byte count), ``--clients`` (8) concurrent
+    tasks; and ``redis-benchmark -t set,get -P 16 -c 50`` on the same Redis database in the same
+    run. The ratio is ours / the mean of redis-benchmark's SET and GET rates.
+(b) Cache hits: a ``prime-spark-server`` (temp data dir, loopback, free port, bundled model) gets
+    one deterministic chat request cached, then an open-model load: requests are sent at fixed
+    arrival times (``--rates`` per second, ``--seconds`` each) whether or not earlier ones have
+    answered, and each latency is measured from its scheduled send time, so a stalled server
+    shows up as latency instead of as a slower client (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from inference_server.memory.hot import RedisHotTier
+from inference_server.memory.record import MemoryItem
+
+RESULTS_HEADER = "## Memory (bench/memory.py)"
+
+
+async def hot_tier(url: str, seconds: float, pipeline: int, clients: int) -> dict[str, Any]:
+    prefix = f"ps-bench-{uuid.uuid4().hex[:8]}:"
+    tier = RedisHotTier(url, prefix)
+    text = MemoryItem(namespace="bench", key="k", value="x" * 100).encode()
+    keys = [f"key{i}" for i in range(10_000)]
+    await tier.put_many([("bench", k, text) for k in keys[:1000]])
+    ops = 0
+    stop = time.monotonic() + seconds
+
+    async def client(n: int) -> None:
+        nonlocal ops
+        i = n * 997
+        while time.monotonic() < stop:
+            batch = [keys[(i + j) % len(keys)] for j in range(pipeline)]
+            i += pipeline
+            if (i // pipeline) % 2:
+                await tier.get_many([f"bench\x00{k}" for k in batch])
+            else:
+                await tier.put_many([("bench", k, text) for k in batch])
+            ops += pipeline
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    elapsed = time.monotonic() - started
+    await tier.flush()
+    await tier.close()
+    return {"ops_per_second": ops / elapsed, "ops": ops, "seconds": elapsed}
+
+
+def redis_benchmark(url: str, pipeline: int, requests: int) -> dict[str, float]:
+    match = re.match(r"redis://([^:/]+):(\d+)(?:/(\d+))?", url)
+    if not match:
+        raise SystemExit(f"cannot parse {url}")
+    host, port, db = match.group(1), match.group(2), match.group(3) or "0"
+    out = subprocess.run(
+        [
+            "redis-benchmark",
+            "-h",
+            host,
+            "-p",
+            port,
+            "--dbnum",
+            db,
+            "-t",
+            "set,get",
+            "-P",
+            str(pipeline),
+            "-c",
+            "50",
+            "-n",
+            str(requests),
+            "-d",
+            "100",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rates = {}
+    for line in out.replace("\r", "\n").splitlines():
+        found = re.match(r"(SET|GET): ([\d.]+) requests per second", line.strip())
+        if found:
+            rates[found.group(1)] = float(found.group(2))
+    subprocess.run(["redis-cli", "-h", host, "-p", port, "-n", db, "DEL", "key:__rand_int__"],
+                   capture_output=True, check=False)  # fmt: skip
+    return rates
+
+
+def _start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    from tests.server.server_process import TOKENS, free_port  # noqa: PLC0415
+
+    port = free_port()
+    data = workdir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    config = {
+        "server": {"host": "127.0.0.1", "port": port, "data_dir": str(data),
+                   "log_level": "warning"},
+        "security": {"api_tokens": [{"name": "bench", "token": TOKENS["operator"],
+                                     "role": "operator"}], "rate_limit_per_minute": 0},
+        "discovery": {"enabled": False},
+        "models": {"context_size": 512, "slots": 1},
+    }  # fmt: skip
+    path = workdir / "settings.json"
+    path.write_text(json.dumps(config))
+    log = (workdir / "server.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inference_server", "--config", str(path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    import urllib.request  # noqa: PLC0415
+
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                if response.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not become ready")
+
+
+async def cache_hits(
+    url: str, token: str, rates: list[int], seconds: float
+) -> list[dict[str, Any]]:
+    body = {"messages": [{"role": "user", "content": "turn on the kitchen light"}],
+            "temperature": 0, "max_tokens": 8}  # fmt: skip
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    payload = json.dumps(body).encode()
+    connector = aiohttp.TCPConnector(limit=512)
+    rows = []
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+        for _ in range(2):  # the first is the miss that fills the cache
+            async with session.post(url + "/v1/chat/completions", data=payload) as r:
+                await r.read()
+        for _ in range(200):  # warm-up: connections and code paths
+            async with session.post(url + "/v1/chat/completions", data=payload) as r:
+                assert r.headers.get("x-prime-spark-cache") == "hit"
+                await r.read()
+        for rate in rates:
+            latencies: list[float] = []
+            errors = 0
+            not_hits = 0
+            total = int(rate * seconds)
+            start = time.perf_counter() + 0.1
+
+            async def one(scheduled: float, latencies: list[float] = latencies) -> None:
+                nonlocal errors, not_hits
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                try:
+                    async with session.post(url + "/v1/chat/completions", data=payload) as r:
+                        await r.read()
+                        if r.status != 200:
+                            errors += 1
+                        elif r.headers.get("x-prime-spark-cache") != "hit":
+                            not_hits += 1
+                except aiohttp.ClientError:
+                    errors += 1
+                latencies.append(time.perf_counter() - scheduled)
+
+            tasks = [asyncio.create_task(one(start + i / rate)) for i in range(total)]
+            await asyncio.gather(*tasks)
+            wall = time.perf_counter() - start
+            latencies.sort()
+            rows.append(
+                {
+                    "offered": rate,
+                    "achieved": total / wall,
+                    "p50_ms": latencies[len(latencies) // 2] * 1000,
+                    "p95_ms": latencies[int(len(latencies) * 0.95)] * 1000,
+                    "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+                    "mean_ms": statistics.fmean(latencies) * 1000,
+                    "errors": errors,
+                    "not_hits": not_hits,
+                    "requests": total,
+                }
+            )
+    return rows
+
+
+def render(args: argparse.Namespace, hot: dict[str, Any], rb: dict[str, float],
+           rows: list[dict[str, Any]]) -> str:  # fmt: skip
+    rb_mean = statistics.fmean(rb.values()) if rb else float("nan")
+    lines = [
+        RESULTS_HEADER,
+        "",
+        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {os.cpu_count()} CPUs, {platform.machine()}, "
+        f"Python {platform.python_version()} (shared with other work: absolute numbers are noisy)",
+        f"- command: `scripts/shell python -m bench.memory {' '.join(sys.argv[1:])}`".rstrip(),
+        "",
+        "### (a) Hot tier (Redis) vs redis-benchmark, same Redis, same run",
+        "",
+        "| peer | workload | ops/s |",
+        "| --- | --- | --- |",
+        f"| RedisHotTier (redis-py asyncio) | 50/50 get/put, batches of {args.pipeline}, "
+        f"{args.clients} tasks, 100-byte values + LRU index | {hot['ops_per_second']:,.0f} |",
+    ]
+    for op, rate in rb.items():
+        lines.append(f"| redis-benchmark | {op}, -P {args.pipeline} -c 50 -d 100 | {rate:,.0f} |")
+    lines += [
+        "",
+        f"Ratio ours / redis-benchmark mean(SET, GET): **{hot['ops_per_second'] / rb_mean:.2f}** "
+        "(goal >= 0.5)",
+        "",
+        "### (b) Response-cache hit path over HTTP (open-model load)",
+        "",
+        "| offered req/s | achieved req/s | p50 ms | p95 ms | p99 ms | errors | not hits |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['offered']} | {r['achieved']:,.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {r['errors']} | {r['not_hits']} |"
+        )
+    lines += [
+        "",
+        "Goal: >= 3000 req/s with p95 < 10 ms. Client and server share the machine's cores.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Results\n\n"
+    pattern = re.compile(re.escape(RESULTS_HEADER) + r".*?(?=\n## |\Z)", re.S)
+    text = (
+        pattern.sub(section.rstrip() + "\n", text)
+        if pattern.search(text)
+        else (text.rstrip() + "\n\n" + section)
+    )
+    path.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:16379/9")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--pipeline", type=int, default=16)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rates", default="1000,2000,3000,4000")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--skip-http", action="store_true")
+    args = parser.parse_args()
+
+    hot = asyncio.run(hot_tier(args.redis_url, args.seconds, args.pipeline, args.clients))
+    rb = redis_benchmark(args.redis_url, args.pipeline, 400_000)
+    rows: list[dict[str, Any]] = []
+    if not args.skip_http:
+        from tests.server.server_process import TOKENS  # noqa: PLC0415
+
+        workdir = Path(tempfile.gettempdir()) / "prime-spark-bench" / "memory"
+        proc, url = _start_server(workdir)  # the data dir is kept: the model assembles once
+        try:
+            rates = [int(r) for r in args.rates.split(",")]
+            rows = asyncio.run(cache_hits(url, TOKENS["operator"], rates, args.seconds))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    section = render(args, hot, rb, rows)
+    print(section)
+    if args.out is not None:
+        write_section(args.out, section)
+
+
+if __name__ == "__main__":
+    main()

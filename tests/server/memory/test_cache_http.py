@@ -1,0 +1,131 @@
+"""The response cache through /v1/chat/completions on a real server with the real models."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.server.server_process import TOKENS, ServerProcess
+
+
+@pytest.fixture(scope="module")
+def node(
+    tmp_path_factory: pytest.TempPathFactory,
+    seed_data_dir: Callable[[Path], Path],
+    seed_embedding: Callable[[Path], None],
+) -> Iterator[ServerProcess]:
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("cache"),
+        {"models": {"context_size": 512, "max_tokens_default": 8, "slots": 2},
+         "memory": {"cache_ttl_seconds": 3600}},
+        name="cache",
+    )  # fmt: skip
+    seed_data_dir(proc.data_dir)
+    seed_embedding(proc.data_dir)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def _chat(node: ServerProcess, text: str, headers: dict[str, str] | None = None,
+          **extra: Any) -> tuple[str | None, dict[str, Any]]:  # fmt: skip
+    body = {"messages": [{"role": "user", "content": text}], "temperature": 0, "max_tokens": 6,
+            **extra}  # fmt: skip
+    status, got_headers, data = node.request(
+        "POST", "/v1/chat/completions", body, token=TOKENS["operator"], headers=headers
+    )
+    assert status == 200, data
+    return got_headers.get("x-prime-spark-cache"), data
+
+
+def test_exact_semantic_and_near_miss(node: ServerProcess) -> None:
+    h = {"X-Prime-Spark-Namespace": "user:test-exact"}
+    first_status, first = _chat(node, "turn on the kitchen light", h)
+    assert first_status == "miss"
+    again_status, again = _chat(node, "turn on the kitchen light", h)
+    assert again_status == "hit"
+    assert again["choices"] == first["choices"] and again["id"] != first["id"]
+    para_status, para = _chat(node, "please switch on the kitchen lights", h)
+    assert para_status == "semantic-hit"
+    assert para["choices"] == first["choices"]
+    for near in ("turn off the kitchen light", "turn on the bedroom light"):
+        assert _chat(node, near, h)[0] == "miss", near
+    # Another sampling setting is another request.
+    assert _chat(node, "turn on the kitchen light", h, max_tokens=5)[0] == "miss"
+
+
+def test_scopes_never_share(node: ServerProcess) -> None:
+    a = {"X-Prime-Spark-Namespace": "user:alice-scope"}
+    b = {"X-Prime-Spark-Namespace": "user:bob-scope"}
+    assert _chat(node, "lock the front door", a)[0] == "miss"
+    assert _chat(node, "lock the front door", a)[0] == "hit"
+    assert _chat(node, "lock the front door", b)[0] == "miss"
+    private = {**a, "X-Prime-Spark-Private": "1"}
+    assert _chat(node, "lock the front door", private)[0] == "miss"
+    assert _chat(node, "lock the front door", private)[0] == "hit"
+    assert _chat(node, "lock the front door", a, private=True)[0] == "hit"  # body flag = header
+    # The OpenAI "user" field scopes too.
+    assert _chat(node, "lock the front door", user="carol")[0] == "miss"
+    assert _chat(node, "lock the front door", user="dave")[0] == "miss"
+
+
+def test_bypass_and_non_deterministic(node: ServerProcess) -> None:
+    h = {"X-Prime-Spark-Namespace": "user:bypass"}
+    assert _chat(node, "open the garage door", h)[0] == "miss"
+    assert (
+        _chat(node, "open the garage door", {**h, "X-Prime-Spark-Cache": "bypass"})[0] == "bypass"
+    )
+    assert _chat(node, "open the garage door", h, cache="bypass")[0] == "bypass"
+    assert _chat(node, "open the garage door", h, temperature=0.8)[0] == "bypass"
+    assert _chat(node, "open the garage door", h, temperature=0.8, cache="always")[0] == "miss"
+    assert _chat(node, "open the garage door", h, temperature=0.8, cache="always")[0] == "hit"
+
+
+def test_streamed_reply_is_cached_and_replayed(node: ServerProcess) -> None:
+    body = {"messages": [{"role": "user", "content": "what's the weather tomorrow"}],
+            "temperature": 0, "max_tokens": 6, "stream": True, "namespace": "user:stream"}  # fmt: skip
+
+    def stream() -> tuple[str | None, str]:
+        request = urllib.request.Request(node.url + "/v1/chat/completions",
+                                         data=json.dumps(body).encode(), method="POST")  # fmt: skip
+        request.add_header("Authorization", f"Bearer {TOKENS['operator']}")
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            header = response.headers.get("x-prime-spark-cache")
+            text = ""
+            for line in response.read().decode().splitlines():
+                if line.startswith("data: {"):
+                    delta = json.loads(line[6:])["choices"]
+                    if delta:
+                        text += delta[0]["delta"].get("content") or ""
+            return header, text
+
+    status, text = stream()
+    assert status == "miss"
+    status2, text2 = stream()
+    assert status2 == "hit" and text2 == text
+    body["stream"] = False
+    status3, data = _chat(
+        node, "what's the weather tomorrow", {"X-Prime-Spark-Namespace": "user:stream"}
+    )
+    assert status3 == "hit" and data["choices"][0]["message"]["content"] == text
+
+
+def test_cache_stats_metrics_and_flush(node: ServerProcess) -> None:
+    status, _, stats = node.request("GET", "/api/v1/memory/cache", token=TOKENS["reader"])
+    assert status == 200 and stats["hits"] >= 1 and stats["entries"] >= 1
+    assert 0 < stats["hit_rate"] <= 1
+    _, _, metrics = node.request("GET", "/metrics")
+    assert 'prime_spark_response_cache_lookups_total{result="semantic-hit"}' in metrics
+    assert node.request("DELETE", "/api/v1/memory/cache", token=TOKENS["reader"])[0] == 403
+    status, _, flushed = node.request("DELETE", "/api/v1/memory/cache", token=TOKENS["operator"])
+    assert status == 200 and flushed["flushed"] >= 1
+    assert (
+        _chat(node, "turn on the kitchen light", {"X-Prime-Spark-Namespace": "user:test-exact"})[0]
+        == "miss"
+    )
