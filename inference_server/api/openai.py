@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from inference_server.analytics.requests import note_generation
 from inference_server.api.errors import ApiError, from_backend
 from inference_server.api.validation import (
     CHAT_SCHEMA,
@@ -111,6 +112,12 @@ async def _generate(
                 node.metrics.observe_generation(engine_request.model, event)
                 node.stats.record_generation(
                     event.usage.completion_tokens, event.generation_seconds
+                )
+                note_generation(
+                    engine_request.model,
+                    event.usage.prompt_tokens,
+                    event.usage.completion_tokens,
+                    event.generation_seconds,
                 )
             yield event
 
@@ -391,6 +398,7 @@ async def embeddings(request: web.Request) -> web.Response:
     inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
     result = await node.engine.embed(model, inputs)
     node.metrics.observe_embedding(model, result.prompt_tokens)
+    note_generation(model, result.prompt_tokens)
     as_base64 = body.get("encoding_format") == "base64"
     data = [
         {
