@@ -117,7 +117,7 @@ class Spool:
             return
         data = b"".join(lines)
         async with self._lock:
-            await asyncio.to_thread(self._make_room, len(data))
+            self._make_room(len(data))
             if self._sizes[self._active] and self._sizes[self._active] + len(data) > (
                 self.segment_bytes
             ):
@@ -141,7 +141,7 @@ class Spool:
         self._wakeup.set()
 
     def _make_room(self, incoming: int) -> None:
-        """Enforce the bound: delete the oldest segments (runs in a worker thread)."""
+        """Enforce the bound: delete the oldest segments (on the loop: only when full)."""
         while self.size_bytes + incoming > self.max_bytes:
             oldest = min(self._sizes)
             if oldest == self._active:

@@ -177,9 +177,7 @@ class PostgresStore:
             if self.license == "timescale" and 3 not in done:
                 async with conn.transaction():
                     for table in RAW_TABLES:
-                        await conn.execute(
-                            f"ALTER TABLE {table} SET (timescaledb.compress)"
-                        )
+                        await conn.execute(f"ALTER TABLE {table} SET (timescaledb.compress)")
                         await conn.execute(
                             "SELECT add_compression_policy($1::regclass, interval '1 day', "
                             "if_not_exists => true)",

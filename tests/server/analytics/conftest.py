@@ -26,7 +26,7 @@ KAFKA_LIBS = Path(os.environ.get("PRIME_SPARK_KAFKA_LIBS", "/opt/prime-spark/kaf
 def _env(name: str) -> str:
     value = os.environ.get(name)
     if not value:
-        pytest.fail(f"{name} is not set: run `eval \"$(scripts/services env)\"` first")
+        pytest.fail(f'{name} is not set: run `eval "$(scripts/services env)"` first')
     return value
 
 
@@ -110,8 +110,15 @@ class KafkaBroker:
             "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
             "rootLogger.level = warn\nrootLogger.appenderRef.out.ref = OUT\n"
         )
-        self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c",
-                   str(directory / "server.properties"), wait=True)
+        self._java(
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            _cluster_id(),
+            "-c",
+            str(directory / "server.properties"),
+            wait=True,
+        )
 
     @property
     def bootstrap(self) -> str:
@@ -120,16 +127,26 @@ class KafkaBroker:
     def _java(self, *args: str, wait: bool = False) -> subprocess.Popen[bytes]:
         java = shutil.which("java")
         if java is None or not KAFKA_LIBS.is_dir():
-            pytest.fail(f"java or the Kafka jars ({KAFKA_LIBS}) are missing: scripts/services start")
+            pytest.fail(
+                f"java or the Kafka jars ({KAFKA_LIBS}) are missing: scripts/services start"
+            )
         command = [
-            java, "--sun-misc-unsafe-memory-access=allow", "-Xms128m", "-Xmx512m",
+            java,
+            "--sun-misc-unsafe-memory-access=allow",
+            "-Xms128m",
+            "-Xmx512m",
             f"-Dlog4j2.configurationFile={self.directory / 'log4j2.properties'}",
-            f"-Dkafka.logs.dir={self.directory / 'logs'}", "-cp", f"{KAFKA_LIBS}/*", *args,
+            f"-Dkafka.logs.dir={self.directory / 'logs'}",
+            "-cp",
+            f"{KAFKA_LIBS}/*",
+            *args,
         ]
         log = (self.directory / "kafka.log").open("ab")
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         if wait and proc.wait(timeout=120) != 0:
-            pytest.fail(f"kafka {args[0]} failed: {(self.directory / 'kafka.log').read_text()[-3000:]}")
+            pytest.fail(
+                f"kafka {args[0]} failed: {(self.directory / 'kafka.log').read_text()[-3000:]}"
+            )
         return proc
 
     def start(self) -> KafkaBroker:

@@ -52,7 +52,9 @@ def inference(at: float, **kw: Any) -> dict[str, Any]:
 
 
 def power(at: float, watts: float) -> dict[str, Any]:
-    return envelope(PowerEvent(kind="reading", watts=watts, source="test"), node_id="n1", occurred_at=at)
+    return envelope(
+        PowerEvent(kind="reading", watts=watts, source="test"), node_id="n1", occurred_at=at
+    )
 
 
 # The fixture, by hand:
@@ -145,7 +147,7 @@ async def test_postgres_path_reports_timescale(pg_dsn: str) -> None:
     s = PostgresStore(pg_dsn)
     await s.open()
     try:
-        print(f"PostgreSQL analytics path: {s.kind}")  # noqa: T201 - shown with -s
+        print(f"PostgreSQL analytics path: {s.kind}")
         assert s.kind in {"postgresql", "timescaledb", "timescaledb-apache"}
         if s.timescale:
             assert 2 in await s.migrations()
