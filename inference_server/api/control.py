@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from inference_server.analytics.service import ANALYTICS_KEY
 from inference_server.discovery import API_VERSION
 from inference_server.events import SHUTDOWN
 from inference_server.node import NODE_KEY
@@ -47,6 +48,7 @@ async def status(request: web.Request) -> web.Response:
     slots = engine.slots()
     models = await engine.models()
     principal = request[PRINCIPAL_KEY]
+    analytics = request.app.get(ANALYTICS_KEY)
     return web.json_response(
         {
             "node_id": node.node_id,
@@ -70,6 +72,7 @@ async def status(request: web.Request) -> web.Response:
             },
             "stats": node.stats_snapshot(),
             "caller": {"name": principal.name, "role": principal.role},
+            "analytics": analytics.health() if analytics is not None else None,
         }
     )
 
