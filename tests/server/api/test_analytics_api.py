@@ -134,7 +134,7 @@ def test_jobs_are_visible_in_status_health_and_metrics(server: ServerProcess) ->
     assert status == 200, job
     check_schema(job, "AnalyticsJob")
     assert job["last_result"] == "ok" and job["runs"] >= 1
-    status, _, body = server.request("POST", "/api/v1/analytics/jobs/nope/run")
+    status, _, _ = server.request("POST", "/api/v1/analytics/jobs/nope/run")
     assert status == 404
     status, _, health = server.request("GET", "/api/v1/analytics/health", token=TOKENS["reader"])
     assert status == 200
@@ -168,7 +168,7 @@ def test_kafka_and_postgres_node(
         },
         name="analytics-kafka",
     ).start()
-    status, _, body = node.request("POST", "/v1/chat/completions", CHAT, token=TOKENS["operator"])
+    status, _, _ = node.request("POST", "/v1/chat/completions", CHAT, token=TOKENS["operator"])
     assert status == 200
     got = eventually(lambda: (s := summary(node)) and s["requests"] >= 1 and s, 120)
     assert got["health"]["kafka_configured"] is True
