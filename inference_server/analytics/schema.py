@@ -4,6 +4,11 @@ The schema files are the contract with every consumer of the topics (our sink, a
 Kafka consumer, Grafana queries); the producer checks each event before it is spooled, so a bug
 in an emitter fails loudly where it happens instead of poisoning a topic, and the sink checks
 again because anything may have been written to a topic by someone else.
+
+Two maintained libraries, each where it is best: ``fastjsonschema`` compiles each schema to
+Python once and checks a valid event in microseconds (``jsonschema`` takes ~200 µs, which would
+cap one process at a few thousand events/s); ``jsonschema`` explains a failure (``best_match``:
+the field path and the rule) for the error a person reads.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
+from collections.abc import Callable
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
@@ -35,6 +42,12 @@ def _validator(type_: str, version: int) -> Draft202012Validator:
     return Draft202012Validator(schema(type_, version))
 
 
+@cache
+def _fast(type_: str, version: int) -> Callable[[Any], Any]:
+    check: Callable[[Any], Any] = fastjsonschema.compile(schema(type_, version))
+    return check
+
+
 def validate_event(event: Any) -> None:
     """Raise :class:`EventSchemaError` unless ``event`` is a valid envelope of a known topic."""
     if not isinstance(event, dict):
@@ -47,9 +60,15 @@ def validate_event(event: Any) -> None:
         raise EventSchemaError(
             f"{type_}: version {version!r} is not supported (expected {EVENT_TYPES[type_]})"
         )
-    validator = _validator(type_, version)
-    if validator.is_valid(event):
+    try:
+        _fast(type_, version)(event)
+    except fastjsonschema.JsonSchemaValueException:
+        pass
+    else:
         return
+    validator = _validator(type_, version)
     error = best_match(validator.iter_errors(event))
+    if error is None:  # the two libraries disagree: the reference implementation decides
+        return
     where = "/".join(str(p) for p in error.absolute_path) or "(event)"
     raise EventSchemaError(f"{type_}.v{version}: {where}: {error.message}")
