@@ -33,7 +33,17 @@ class Payload:
     VERSION: ClassVar[int] = 1
 
     def data(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """A shallow dict of the fields (``dataclasses.asdict`` deep-copies: 4x slower)."""
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:
+            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in dataclasses.fields(self))
+        return {
+            name: list(value) if isinstance(value := getattr(self, name), list) else value
+            for name in names
+        }
+
+
+_FIELD_NAMES: dict[type[Payload], tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

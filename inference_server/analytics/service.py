@@ -103,8 +103,9 @@ class Analytics:
         self._health_sampler = health_sampler
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(settings.queue_size)
         self._tasks: list[asyncio.Task[None]] = []
-        self.emitted: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
+        # Zeros up front: every series exists from the first scrape (rate() and alerts need it).
+        self.emitted: Counter[str] = Counter(dict.fromkeys(EVENT_TYPES, 0))
+        self.rejected: Counter[str] = Counter({"emit": 0, "ingest": 0})
         self.dropped_queue_full = 0
         self.delivered = 0
         self.skipped = 0
@@ -373,17 +374,18 @@ class AnalyticsCollector(Collector):
 
 
 def _job_metrics(scheduler: Scheduler) -> Iterable[Metric]:
+    """Labelled ``job_name``: ``job`` is the label Prometheus gives every scraped target."""
     p = "prime_spark_job_"
     last = GaugeMetricFamily(
-        p + "last_run_timestamp_seconds", "When each job last ran", labels=["job"]
+        p + "last_run_timestamp_seconds", "When each job last ran", labels=["job_name"]
     )
     duration = GaugeMetricFamily(
-        p + "last_duration_seconds", "How long each job's last run took", labels=["job"]
+        p + "last_duration_seconds", "How long each job's last run took", labels=["job_name"]
     )
     success = GaugeMetricFamily(
-        p + "last_success", "1 when the job's last run succeeded", labels=["job"]
+        p + "last_success", "1 when the job's last run succeeded", labels=["job_name"]
     )
-    runs = CounterMetricFamily(p + "runs", "Job runs by result", labels=["job", "result"])
+    runs = CounterMetricFamily(p + "runs", "Job runs by result", labels=["job_name", "result"])
     for job in scheduler.jobs.values():
         if job.last_run is not None:
             last.add_metric([job.name], job.last_run)

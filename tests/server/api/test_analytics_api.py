@@ -143,8 +143,8 @@ def test_jobs_are_visible_in_status_health_and_metrics(server: ServerProcess) ->
     status, _, node_status = server.request("GET", "/api/v1/status", token=TOKENS["reader"])
     assert node_status["analytics"]["jobs"]
     status, _, metrics = server.request("GET", "/metrics", token=TOKENS["reader"])
-    assert 'prime_spark_job_last_run_timestamp_seconds{job="rollup"}' in metrics
-    assert 'prime_spark_job_last_success{job="rollup"} 1.0' in metrics
+    assert 'prime_spark_job_last_run_timestamp_seconds{job_name="rollup"}' in metrics
+    assert 'prime_spark_job_last_success{job_name="rollup"} 1.0' in metrics
     assert "prime_spark_analytics_spool_backlog_events" in metrics
     assert "prime_spark_analytics_spool_near_full 0.0" in metrics
     assert 'prime_spark_analytics_events_emitted_total{type="inference"}' in metrics
