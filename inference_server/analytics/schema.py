@@ -14,9 +14,9 @@ the field path and the rule) for the error a person reads.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
-from collections.abc import Callable
 from typing import Any
 
 import fastjsonschema
