@@ -10,6 +10,7 @@ from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.typing import ConfigType
 
+from .analytics import PrimeSparkAnalyticsCoordinator
 from .client import PrimeSpark
 from .const import CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL, DOMAIN
 from .coordinator import (
@@ -46,7 +47,13 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrimeSparkConfigEntry) -
     # Unreachable -> ConfigEntryNotReady, 401 -> ConfigEntryAuthFailed (reauth).
     await coordinator.async_config_entry_first_refresh()
 
-    entry.runtime_data = PrimeSparkRuntimeData(client=client, status_coordinator=coordinator)
+    analytics = PrimeSparkAnalyticsCoordinator(hass, entry, client)
+    # Not fatal: analytics trouble leaves its own entities unavailable, never the node's.
+    await analytics.async_refresh()
+
+    entry.runtime_data = PrimeSparkRuntimeData(
+        client=client, status_coordinator=coordinator, analytics_coordinator=analytics
+    )
 
     entry.async_create_background_task(
         hass,

@@ -13,6 +13,7 @@ from homeassistant.components.binary_sensor import (
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from .analytics import analytics_binary_sensors
 from .client import Status
 from .coordinator import PrimeSparkConfigEntry
 from .entity import PrimeSparkEntity
@@ -51,6 +52,7 @@ async def async_setup_entry(
     async_add_entities(
         PrimeSparkBinarySensorEntity(coordinator, description) for description in BINARY_SENSORS
     )
+    async_add_entities(analytics_binary_sensors(entry))
 
 
 class PrimeSparkBinarySensorEntity(PrimeSparkEntity, BinarySensorEntity):

@@ -6,7 +6,7 @@ import asyncio
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import override
+from typing import TYPE_CHECKING, override
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
@@ -32,6 +32,9 @@ from .const import (
 )
 from .issues import async_check_api_version
 
+if TYPE_CHECKING:
+    from .analytics import PrimeSparkAnalyticsCoordinator
+
 
 @dataclass(kw_only=True)
 class PrimeSparkRuntimeData:
@@ -39,6 +42,7 @@ class PrimeSparkRuntimeData:
 
     client: PrimeSpark
     status_coordinator: PrimeSparkStatusCoordinator
+    analytics_coordinator: PrimeSparkAnalyticsCoordinator
 
 
 type PrimeSparkConfigEntry = ConfigEntry[PrimeSparkRuntimeData]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from custom_components.prime_spark.analytics import ANALYTICS_BINARY_SENSORS, ANALYTICS_SENSORS
 from custom_components.prime_spark.binary_sensor import BINARY_SENSORS
 from custom_components.prime_spark.button import BUTTONS
 from custom_components.prime_spark.sensor import SENSORS
@@ -51,8 +52,8 @@ def test_every_entity_is_translated_and_has_an_icon() -> None:
     strings = _json("strings.json")["entity"]
     icons = _json("icons.json")["entity"]
     for platform, descriptions in (
-        ("sensor", SENSORS),
-        ("binary_sensor", BINARY_SENSORS),
+        ("sensor", SENSORS + ANALYTICS_SENSORS),
+        ("binary_sensor", BINARY_SENSORS + ANALYTICS_BINARY_SENSORS),
         ("button", BUTTONS),
     ):
         keys = {d.translation_key for d in descriptions}
