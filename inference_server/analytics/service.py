@@ -174,15 +174,11 @@ class Analytics:
 
     async def stop(self) -> None:
         """Flush the queue to the spool (nothing emitted is lost), then close everything."""
-        writer, *others = self._tasks
-        for task in others:
+        # Everything but the writer first (it must stop taking lines last), then the writer.
+        for task in reversed(self._tasks):
             task.cancel()
-        for task in others:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
         await self._flush_queue()
         await self.delivery.close()
         await self.store.close()
@@ -215,8 +211,10 @@ class Analytics:
         last_probe = 0.0
         while True:
             await self.spool.wait(PROBE_SECONDS)
-            if isinstance(self.delivery, StoreDelivery) and self.store_error is not None:
+            if self.store_error is not None:  # the store was down at start: the sink needs it too
                 await self._reopen_store()
+                if isinstance(self.delivery, StoreDelivery) and self.store_error is not None:
+                    continue
             batch = await self.spool.read(BATCH_EVENTS)
             if batch is None:
                 if time.monotonic() - last_probe >= PROBE_SECONDS:

@@ -137,11 +137,13 @@ class PostgresStore:
         return self._pool
 
     async def open(self) -> None:
+        await self.close()
         try:
             self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4)
             async with self._p().acquire() as conn:
                 await self._migrate(conn)
-        except (OSError, asyncpg.PostgresError) as err:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            await self.close()
             raise StoreError(f"PostgreSQL: {err}") from err
 
     async def close(self) -> None:
