@@ -50,6 +50,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrimeSparkConfigEntry) -
     analytics = PrimeSparkAnalyticsCoordinator(hass, entry, client)
     # Not fatal: analytics trouble leaves its own entities unavailable, never the node's.
     await analytics.async_refresh()
+    entry.async_on_unload(analytics.async_delete_issues)
 
     entry.runtime_data = PrimeSparkRuntimeData(
         client=client, status_coordinator=coordinator, analytics_coordinator=analytics

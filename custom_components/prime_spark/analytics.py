@@ -25,7 +25,8 @@ from homeassistant.components.sensor import (
     SensorStateClass,
 )
 from homeassistant.const import PERCENTAGE, EntityCategory, UnitOfTime
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.typing import StateType
@@ -66,7 +67,7 @@ class PrimeSparkAnalyticsCoordinator(DataUpdateCoordinator[AnalyticsSummary]):
     @override
     async def _async_update_data(self) -> AnalyticsSummary:
         try:
-            return await self.client.analytics_summary(ANALYTICS_WINDOW)
+            summary = await self.client.analytics_summary(ANALYTICS_WINDOW)
         except PrimeSparkError as err:
             # Analytics failing (disabled, store down) must not affect the node's own entities.
             raise UpdateFailed(
@@ -74,6 +75,56 @@ class PrimeSparkAnalyticsCoordinator(DataUpdateCoordinator[AnalyticsSummary]):
                 translation_key="analytics_error",
                 translation_placeholders={"error": str(err)},
             ) from err
+        self._sync_issues(summary)
+        return summary
+
+    def _issue_id(self, key: str) -> str:
+        return f"{key}_{self.config_entry.entry_id}"
+
+    @callback
+    def _sync_issues(self, summary: AnalyticsSummary) -> None:
+        """Raise a repair issue for each alert condition (monitoring/prometheus/alerts.yml)
+        while it holds; it goes away by itself once the condition clears."""
+        conditions = {
+            "analytics_kafka_disconnected": summary.kafka_connected is False,
+            "analytics_spool_near_full": summary.spool_near_full,
+            "analytics_unhealthy": not summary.healthy
+            and summary.kafka_connected is not False
+            and not summary.spool_near_full,
+        }
+        for key, holds in conditions.items():
+            if not holds:
+                ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(key))
+                continue
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                self._issue_id(key),
+                is_fixable=False,
+                is_persistent=False,
+                severity=ir.IssueSeverity.ERROR
+                if key == "analytics_spool_near_full"
+                else ir.IssueSeverity.WARNING,
+                translation_key=key,
+                translation_placeholders={
+                    "name": self.config_entry.title,
+                    "backlog": str(summary.spool_backlog),
+                    "store": summary.store,
+                },
+            )
+
+    @callback
+    def async_delete_issues(self) -> None:
+        """Remove this node's analytics issues (on unload: nothing watches the node any more)."""
+        for key in ANALYTICS_ISSUES:
+            ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(key))
+
+
+ANALYTICS_ISSUES = (
+    "analytics_kafka_disconnected",
+    "analytics_spool_near_full",
+    "analytics_unhealthy",
+)
 
 
 def _percent(value: float | None) -> float | None:

@@ -9,13 +9,15 @@ from typing import Any
 
 import pytest
 from homeassistant.components.sensor import ATTR_STATE_CLASS, SensorStateClass
-from homeassistant.const import STATE_ON, STATE_UNAVAILABLE, STATE_UNKNOWN
+from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE, STATE_UNKNOWN
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.prime_spark.analytics import ANALYTICS_SENSORS
 from custom_components.prime_spark.client import AnalyticsSummary
-from tests.server.server_process import TOKENS, ServerProcess
+from custom_components.prime_spark.const import DOMAIN
+from tests.server.server_process import TOKENS, ServerProcess, free_port
 
 from .helpers import entry_for
 
@@ -88,3 +90,37 @@ async def test_node_without_analytics_keeps_its_own_entities(
     )
     await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
+
+
+@pytest.fixture
+def dead_kafka_server(tmp_path: Path, server_settings: dict[str, Any]) -> Generator[ServerProcess]:
+    """A node whose Kafka address has nothing listening (not started)."""
+    proc = ServerProcess(
+        tmp_path,
+        {**server_settings, "analytics": {"kafka_bootstrap": f"127.0.0.1:{free_port()}"}},
+    )
+    yield proc
+    proc.stop()
+
+
+async def test_kafka_down_raises_a_repair_issue_while_it_holds(
+    hass: HomeAssistant, issue_registry: ir.IssueRegistry, dead_kafka_server: ServerProcess
+) -> None:
+    await hass.async_add_executor_job(dead_kafka_server.start)
+    entry: MockConfigEntry = entry_for(dead_kafka_server)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    issue_id = f"analytics_kafka_disconnected_{entry.entry_id}"
+    issue = issue_registry.async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.translation_key == "analytics_kafka_disconnected"
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["name"] == entry.title
+    healthy = hass.states.get("binary_sensor.prime_spark_edge_analytics_pipeline")
+    assert healthy.state == STATE_OFF
+    # The node's own entities are not affected.
+    assert hass.states.get("binary_sensor.prime_spark_edge_ready").state == STATE_ON
+    await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert issue_registry.async_get_issue(DOMAIN, issue_id) is None
