@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from inference_server.analytics.events import CacheResult, InferenceEvent, Side
-from inference_server.analytics.service import ANALYTICS_KEY
+from inference_server.analytics.service import ANALYTICS_KEY, Analytics
 from inference_server.api.errors import Handler
 
 _LOGGER = logging.getLogger(__name__)
@@ -80,21 +80,40 @@ async def inference_events_middleware(request: web.Request, handler: Handler) ->
         raise
     finally:
         _CURRENT.reset(token)
-        resource = request.match_info.route.resource
-        try:
-            analytics.emit(
-                InferenceEvent(
-                    model=record.model or analytics.default_model,
-                    side=record.side,
-                    route=resource.canonical if resource is not None else "unmatched",
-                    status=status,
-                    prompt_tokens=record.prompt_tokens,
-                    completion_tokens=record.completion_tokens,
-                    latency_ms=round((time.perf_counter() - start) * 1000, 3),
-                    generation_ms=round(record.generation_seconds * 1000, 3),
-                    cache=record.cache,
-                    stream=stream,
-                )
+        if status not in UNAUTHENTICATED:
+            elapsed = time.perf_counter() - start
+            _emit(analytics, request, record=record, status=status, stream=stream, elapsed=elapsed)
+
+
+UNAUTHENTICATED = frozenset({401, 403})
+"""Refused before any inference: not recorded, so callers without a token cannot write events."""
+
+
+def _emit(
+    analytics: Analytics,
+    request: web.Request,
+    *,
+    record: InferenceRecord,
+    status: int,
+    stream: bool,
+    elapsed: float,
+) -> None:
+    """One inference event; a schema bug must never fail the request it describes."""
+    resource = request.match_info.route.resource
+    try:
+        analytics.emit(
+            InferenceEvent(
+                model=record.model or analytics.default_model,
+                side=record.side,
+                route=resource.canonical if resource is not None else "unmatched",
+                status=status,
+                prompt_tokens=record.prompt_tokens,
+                completion_tokens=record.completion_tokens,
+                latency_ms=round(elapsed * 1000, 3),
+                generation_ms=round(record.generation_seconds * 1000, 3),
+                cache=record.cache,
+                stream=stream,
             )
-        except ValueError:  # a schema bug must never fail the request it describes
-            _LOGGER.exception("Inference analytics event rejected")
+        )
+    except ValueError:  # a schema bug must never fail the request it describes
+        _LOGGER.exception("Inference analytics event rejected")

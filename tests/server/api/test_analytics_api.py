@@ -4,6 +4,7 @@ node pointed at the real Kafka broker and PostgreSQL (TimescaleDB) with unique t
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import Any
 import asyncpg
 import jsonschema
 import pytest
+import yaml
 
 from tests.server.analytics.conftest import kafka_bootstrap, pg_dsn  # noqa: F401 - fixtures
 from tests.server.api.conftest import MakeServer
@@ -193,3 +195,86 @@ def test_kafka_and_postgres_node(
     data = json.loads(row["data"])
     assert data["route"] == "/v1/chat/completions" and data["side"] == "edge"
     assert data["cache"] == "none" and data["completion_tokens"] >= 1
+
+
+def _emitted_inference(server: ServerProcess) -> float:
+    _, _, text = server.request("GET", "/metrics", token=TOKENS["reader"])
+    for line in text.splitlines():
+        if line.startswith('prime_spark_analytics_events_emitted_total{type="inference"}'):
+            return float(line.rsplit(" ", 1)[1])
+    pytest.fail("no inference counter in /metrics")
+
+
+def test_refused_callers_write_no_events(server: ServerProcess) -> None:
+    before = _emitted_inference(server)
+    status, _, _ = server.request("POST", "/v1/chat/completions", CHAT, token=None)
+    assert status == 401
+    status, _, _ = server.request("POST", "/v1/chat/completions", CHAT, token=TOKENS["reader"])
+    assert status == 403
+    assert _emitted_inference(server) == before
+    status, _, _ = server.request(
+        "POST", "/v1/chat/completions", {"messages": []}, token=TOKENS["operator"]
+    )
+    assert status == 400  # a client's mistake is still an inference request, counted as an error
+    assert _emitted_inference(server) == before + 1
+
+
+def test_server_restart_with_a_full_spool_replays_into_postgres(
+    make_server: MakeServer,
+    kafka_bootstrap: str,  # noqa: F811
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    """Kafka unreachable → the node spools → it is stopped with the backlog → restarted with
+    the real broker → every event reaches PostgreSQL once."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+    node = make_server(
+        {
+            "analytics": {
+                "kafka_bootstrap": dead,
+                "postgres_dsn": pg_dsn,
+                "topic_prefix": prefix,
+                "consumer_group": f"g-{prefix}",
+            }
+        },
+        name="analytics-restart",
+    ).start()
+    now = time.time()
+    events = [power_event(now - i, 2.0) for i in range(300)]
+    for i in range(0, 300, 100):
+        status, _, _ = node.request(
+            "POST", "/api/v1/analytics/events", events[i : i + 100], token=TOKENS["operator"]
+        )
+        assert status == 202
+
+    def spooled() -> bool:
+        _, _, health = node.request("GET", "/api/v1/analytics/health", token=TOKENS["reader"])
+        return bool(health["spool"]["backlog_events"] >= 300 and not health["kafka"]["connected"])
+
+    eventually(spooled, 30)
+    node.stop()
+    config = yaml.safe_load(node.config_path.read_text())
+    config["analytics"]["kafka_bootstrap"] = kafka_bootstrap
+    node.config_path.write_text(yaml.safe_dump(config))
+    node.start()
+
+    ids = [e["event_id"] for e in events]
+
+    async def stored() -> int:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM analytics_events WHERE event_id = ANY($1::uuid[])", ids
+                )
+            )
+        finally:
+            await conn.close()
+
+    import asyncio
+
+    eventually(lambda: asyncio.run(stored()) == 300, 120)
+    _, _, health = node.request("GET", "/api/v1/analytics/health", token=TOKENS["reader"])
+    assert health["kafka"]["connected"] is True
