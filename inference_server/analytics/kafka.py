@@ -234,6 +234,9 @@ class KafkaSink:
                 self.connected = False
                 self.last_error = f"{type(err).__name__}: {err}"
                 _LOGGER.warning("Analytics sink interrupted (%s); retrying", self.last_error)
+            except Exception as err:  # a bug must not end the sink for good: log, retry
+                self.last_error = f"{type(err).__name__}: {err}"
+                _LOGGER.exception("Analytics sink failed unexpectedly; retrying")
             finally:
                 self.connected = False
                 await _quietly(consumer.stop())

@@ -107,6 +107,7 @@ class Analytics:
         self.emitted: Counter[str] = Counter(dict.fromkeys(EVENT_TYPES, 0))
         self.rejected: Counter[str] = Counter({"emit": 0, "ingest": 0})
         self.dropped_queue_full = 0
+        self.dropped_spool_error = 0
         self.delivered = 0
         self.skipped = 0
         self.store_error: str | None = None
@@ -205,8 +206,21 @@ class Analytics:
                     with contextlib.suppress(asyncio.QueueFull):
                         self._queue.put_nowait(line)
                 raise
+            except OSError as err:  # disk full, read-only: counted and said, never silent
+                self.dropped_spool_error += len(lines)
+                _LOGGER.error("Analytics spool write failed, %d events lost: %s", len(lines), err)
+                await asyncio.sleep(1.0)
 
     async def _deliver_loop(self) -> None:
+        """Keep delivering; a bug in one pass is logged and retried, never ends delivery."""
+        while True:
+            try:
+                await self._deliver()
+            except Exception:
+                _LOGGER.exception("Analytics delivery failed unexpectedly; retrying")
+                await asyncio.sleep(5.0)
+
+    async def _deliver(self) -> None:
         backoff = 0.2
         last_probe = 0.0
         while True:
@@ -309,6 +323,7 @@ class Analytics:
                 "delivered": self.delivered,
                 "rejected": sum(self.rejected.values()),
                 "dropped_queue_full": self.dropped_queue_full,
+                "dropped_spool_error": self.dropped_spool_error,
                 "sink_stored": self.sink.stored if self.sink else None,
                 "sink_rejected": self.sink.rejected if self.sink else None,
                 "sink_last_rejection": self.sink.last_rejection if self.sink else None,
@@ -343,6 +358,7 @@ class AnalyticsCollector(Collector):
         )
         dropped.add_metric(["queue_full"], a.dropped_queue_full)
         dropped.add_metric(["spool_full"], a.spool.dropped_events)
+        dropped.add_metric(["spool_error"], a.dropped_spool_error)
         delivered = CounterMetricFamily(
             p + "events_delivered", "Events delivered from the spool", labels=["destination"]
         )

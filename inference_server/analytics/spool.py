@@ -182,7 +182,10 @@ class Spool:
         """The next complete lines after the cursor, in order; ``None`` when caught up."""
         if not self.backlog:
             return None
-        return await asyncio.to_thread(self._read, max_events)
+        try:
+            return await asyncio.to_thread(self._read, max_events)
+        except FileNotFoundError:
+            return None  # the bound deleted the segment under the reader: read again
 
     def _read(self, max_events: int) -> Batch | None:
         segment, offset = self._cursor
