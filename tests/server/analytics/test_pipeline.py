@@ -55,6 +55,8 @@ async def ids_in_db(dsn: str, prefix_ids: set[str]) -> list[str]:
             "SELECT event_id::text FROM analytics_events WHERE event_id = ANY($1::uuid[])",
             list(prefix_ids),
         )
+    except asyncpg.UndefinedTableError:  # not migrated yet
+        return []
     finally:
         await conn.close()
     return [r[0] for r in rows]
@@ -315,3 +317,81 @@ async def test_embedded_default_spools_straight_into_sqlite(tmp_path: Path) -> N
 
 async def _sqlite_count(analytics: Analytics, n: int) -> bool:
     return await analytics.store.count("analytics_inference") == n
+
+
+class TcpProxy:
+    """A loopback TCP forwarder to the real PostgreSQL that a test can take down and bring
+    back: the database 'goes away' for this test alone, never for the other engineers."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        """Refuse new connections and cut every open one."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+        if server is not None:
+            await server.wait_closed()  # returns once the cut connections are gone
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+
+async def test_postgres_down_at_start_and_mid_stream_loses_nothing(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """No Kafka, PostgreSQL configured: the store is unreachable at start, comes back, goes
+    away mid-stream and comes back again; the spool holds everything meanwhile."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(pg_dsn)
+    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5432)
+    dsn = pg_dsn.replace(f"{url.hostname}:{url.port}", f"127.0.0.1:{proxy.port}")
+    analytics = Analytics(settings(tmp_path, postgres_dsn=dsn), node_id="node-f", data_dir=tmp_path)
+    await analytics.start()  # nothing listens yet
+    emitted: set[str] = set()
+    try:
+        assert analytics.store_error is not None
+        assert analytics.health()["healthy"] is False
+        emitted |= {analytics.emit(event(i)) for i in range(400)}
+        await wait_for(lambda: _true(analytics.spool.backlog == 400), 30, "the spool")
+        await proxy.start()
+        await wait_for(lambda: _count_is(pg_dsn, emitted, 400), 60, "the store to come back")
+        assert analytics.store_error is None
+        await proxy.stop()  # mid-stream
+        emitted |= {analytics.emit(event(i)) for i in range(400, 800)}
+        await wait_for(lambda: _true(analytics.spool.backlog >= 400), 30, "the second outage")
+        await proxy.start()
+        await wait_for(lambda: _count_is(pg_dsn, emitted, 800), 90, "every event once")
+        assert analytics.spool.backlog == 0
+    finally:
+        await analytics.stop()
+        await proxy.stop()
