@@ -38,6 +38,7 @@ from typing import Any
 
 import aiokafka
 import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -218,6 +219,18 @@ async def embedded(n: int, tmp: Path) -> dict[str, Any]:
     return {"rate": n / seconds, "seconds": seconds, "rows": rows}
 
 
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """The run's topics on the shared broker (ours, end to end, ProducerPerformance's)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
 async def fresh_db(base: str) -> tuple[str, str]:
     name = f"ps_bench_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(base)
@@ -274,6 +287,7 @@ def main() -> None:
             f"(e) embedded SQLite: {local['rate']:.0f} events/s, {local['rows']} rows", flush=True
         )
 
+    asyncio.run(delete_topics(bootstrap, prefix))
     ratio = ours["rate"] / kafka["rate"]
     print(f"ratio ours / ProducerPerformance: {ratio:.3f}")
     lost = {

@@ -60,8 +60,24 @@ def kafka_bootstrap() -> str:
 
 
 @pytest.fixture
-def topic_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
+def topic_prefix(kafka_bootstrap: str) -> Iterator[str]:
+    """Unique topic names for one test; its topics on the shared broker are deleted after."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    yield prefix
+    _run_outside_loop(delete_topics(kafka_bootstrap, prefix))
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(prefix + ".")]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
 
 
 def free_port() -> int:

@@ -15,7 +15,11 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.server.analytics.conftest import kafka_bootstrap, pg_dsn  # noqa: F401 - fixtures
+from tests.server.analytics.conftest import (  # noqa: F401 - fixtures
+    kafka_bootstrap,
+    pg_dsn,
+    topic_prefix,
+)
 from tests.server.api.conftest import MakeServer
 from tests.server.api.test_http_contract import OPENAPI
 from tests.server.server_process import TOKENS, ServerProcess
@@ -156,9 +160,10 @@ def test_kafka_and_postgres_node(
     make_server: MakeServer,
     kafka_bootstrap: str,  # noqa: F811
     pg_dsn: str,  # noqa: F811
+    topic_prefix: str,  # noqa: F811
 ) -> None:
+    prefix = topic_prefix
     """Server → spool → real Kafka → sink → PostgreSQL/TimescaleDB, over the real API."""
-    prefix = f"t{uuid.uuid4().hex[:12]}"
     node = make_server(
         {
             "analytics": {
@@ -223,10 +228,11 @@ def test_server_restart_with_a_full_spool_replays_into_postgres(
     make_server: MakeServer,
     kafka_bootstrap: str,  # noqa: F811
     pg_dsn: str,  # noqa: F811
+    topic_prefix: str,  # noqa: F811
 ) -> None:
+    prefix = topic_prefix
     """Kafka unreachable → the node spools → it is stopped with the backlog → restarted with
     the real broker → every event reaches PostgreSQL once."""
-    prefix = f"t{uuid.uuid4().hex[:12]}"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{sock.getsockname()[1]}"
