@@ -15,6 +15,15 @@ import aiohttp_cors
 from aiohttp import web
 
 from inference_server import __version__
+from inference_server.analytics.events import NodeHealthEvent
+from inference_server.analytics.requests import inference_events_middleware
+from inference_server.analytics.service import (
+    ANALYTICS_KEY,
+    Analytics,
+    AnalyticsCollector,
+    load_average,
+)
+from inference_server.api import analytics as analytics_api
 from inference_server.api import control, health, link, openai, vision
 from inference_server.api import power as power_api
 from inference_server.api import routing as routing_api
@@ -43,7 +52,12 @@ _LOGGER = logging.getLogger(__name__)
 
 def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+        middlewares=[
+            metrics_middleware,
+            inference_events_middleware,
+            error_middleware,
+            auth_middleware,
+        ],
         client_max_size=settings.server.max_body_bytes,
     )
     node_id = resolve_node_id(settings)
@@ -70,6 +84,7 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
         openai.routes,
         control.routes,
         health.routes,
+        analytics_api.routes,
         routing_api.routes,
         power_api.routes,
     ):
@@ -82,12 +97,50 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
         app.cleanup_ctx.append(link_lifecycle)
     app.on_cleanup.append(_close_vision)
     setup_memory(app)
+    if settings.analytics.enabled:
+        _setup_analytics(app, node)
     _setup_cors(app, settings)
     app.cleanup_ctx.append(_engine_lifecycle)
     app.on_shutdown.append(_close_event_streams)
     if settings.discovery.enabled:
         app.cleanup_ctx.append(_discovery_lifecycle)
     return app
+
+
+def _setup_analytics(app: web.Application, node: Node) -> None:
+    """Events → spool → Kafka/store; started and flushed with the application."""
+
+    def sample_health() -> NodeHealthEvent:
+        state = node.state_snapshot()
+        return NodeHealthEvent(
+            ready=state["ready"],
+            state=state["state"],
+            slots_busy=state["slots_busy"],
+            slots_total=state["slots_total"],
+            queue_depth=state["queue_depth"],
+            loaded_models=state["loaded_models"],
+            uptime_seconds=round(node.uptime_seconds, 3),
+            load_1m=load_average(),
+            spool_backlog=analytics.spool.backlog,
+        )
+
+    analytics = Analytics(
+        node.settings.analytics,
+        node_id=node.node_id,
+        data_dir=node.settings.server.data_dir,
+        health_sampler=sample_health,
+        default_model=node.settings.models.default,
+    )
+    app[ANALYTICS_KEY] = analytics
+    node.metrics.registry.register(AnalyticsCollector(analytics))
+    app.cleanup_ctx.append(_analytics_lifecycle)
+
+
+async def _analytics_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    analytics = app[ANALYTICS_KEY]
+    await analytics.start()
+    yield
+    await analytics.stop()
 
 
 def _setup_cors(app: web.Application, settings: Settings) -> None:

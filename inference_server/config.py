@@ -225,6 +225,35 @@ class MemorySettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AnalyticsSettings:
+    """Events → spool → Kafka (optional) → PostgreSQL (optional, else SQLite) → queries."""
+
+    enabled: bool = True
+    kafka_bootstrap: str | None = None
+    """``host:port[,host:port]``; unset: events go from the spool straight into the store."""
+    topic_prefix: str = "prime_spark"
+    consumer_group: str = "prime-spark-analytics"
+    sink: bool = True
+    """Run the Kafka → store consumer in this node (one node of a cluster is enough)."""
+    compression: str = "gzip"
+    linger_ms: int = 20
+    postgres_dsn: str | None = None
+    """``postgresql://...``; unset: SQLite in the data directory."""
+    timescale: bool = True
+    """Use TimescaleDB (hypertables) when the PostgreSQL server has the extension."""
+    sqlite_path: Path | None = None
+    spool_dir: Path | None = None
+    spool_max_mb: int = 256
+    queue_size: int = 10_000
+    raw_retention_days: float = 7.0
+    minute_rollup_days: float = 30.0
+    hour_rollup_days: float = 400.0
+    rollup_interval: float = 60.0
+    retention_interval: float = 3600.0
+    node_health_interval: float = 60.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
@@ -235,6 +264,7 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     power: PowerSettings = field(default_factory=PowerSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
+    analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
 
 
 def _port(value: Any) -> int:
@@ -445,6 +475,35 @@ SCHEMA = vol.Schema(
                 {str: vol.All(vol.Coerce(float), vol.Range(min=0, max=1))}
             ),
         },
+        vol.Optional("analytics", default={}): {
+            vol.Optional("enabled"): _boolean,
+            vol.Optional("kafka_bootstrap"): vol.Any(None, vol.All(str, vol.Length(min=1))),
+            vol.Optional("topic_prefix"): vol.All(
+                str, vol.Match(r"^[A-Za-z0-9_-]{1,100}$", msg="expected 1-100 of A-Z a-z 0-9 _ -")
+            ),
+            vol.Optional("consumer_group"): vol.All(str, vol.Length(min=1, max=200)),
+            vol.Optional("sink"): _boolean,
+            vol.Optional("compression"): vol.In(("gzip", "none"), msg="expected gzip or none"),
+            vol.Optional("linger_ms"): _positive_int(0, 10_000),
+            vol.Optional("postgres_dsn"): vol.Any(
+                None,
+                vol.All(
+                    str,
+                    vol.Match(r"^postgres(ql)?://", msg="expected a postgresql:// URL"),
+                ),
+            ),
+            vol.Optional("timescale"): _boolean,
+            vol.Optional("sqlite_path"): vol.Any(None, vol.All(str, vol.Length(min=1))),
+            vol.Optional("spool_dir"): vol.Any(None, vol.All(str, vol.Length(min=1))),
+            vol.Optional("spool_max_mb"): _positive_int(1, 1_000_000),
+            vol.Optional("queue_size"): _positive_int(100, 10_000_000),
+            vol.Optional("raw_retention_days"): vol.All(vol.Coerce(float), vol.Range(min=0.01)),
+            vol.Optional("minute_rollup_days"): vol.All(vol.Coerce(float), vol.Range(min=0.01)),
+            vol.Optional("hour_rollup_days"): vol.All(vol.Coerce(float), vol.Range(min=0.01)),
+            vol.Optional("rollup_interval"): vol.All(vol.Coerce(float), vol.Range(min=0.1)),
+            vol.Optional("retention_interval"): vol.All(vol.Coerce(float), vol.Range(min=1)),
+            vol.Optional("node_health_interval"): vol.All(vol.Coerce(float), vol.Range(min=0.1)),
+        },
     }
 )
 
@@ -459,6 +518,7 @@ SECTIONS = (
     "routing",
     "power",
     "memory",
+    "analytics",
 )
 
 
@@ -574,7 +634,12 @@ def _build(data: dict[str, dict[str, Any]]) -> Settings:
         memory["warm_path"] = Path(memory["warm_path"]).expanduser()
     if "cache_thresholds" in memory:
         memory["cache_thresholds"] = tuple(sorted(memory["cache_thresholds"].items()))
+    analytics = dict(data["analytics"])
+    for key in ("sqlite_path", "spool_dir"):
+        if analytics.get(key):
+            analytics[key] = Path(analytics[key]).expanduser()
     return Settings(
+        analytics=AnalyticsSettings(**analytics),
         server=ServerSettings(**server),
         models=ModelSettings(**models),
         security=SecuritySettings(**security),

@@ -11,6 +11,7 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.typing import ConfigType
 
+from .analytics import PrimeSparkAnalyticsCoordinator
 from .client import PrimeSpark
 from .const import CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL, DOMAIN
 from .coordinator import (
@@ -60,9 +61,15 @@ async def async_setup_entry(hass: HomeAssistant, entry: PrimeSparkConfigEntry) -
     # Unreachable -> ConfigEntryNotReady, 401 -> ConfigEntryAuthFailed (reauth).
     await coordinator.async_config_entry_first_refresh()
 
+    analytics = PrimeSparkAnalyticsCoordinator(hass, entry, client)
+    # Not fatal: analytics trouble leaves its own entities unavailable, never the node's.
+    await analytics.async_refresh()
+    entry.async_on_unload(analytics.async_delete_issues)
+
     entry.runtime_data = PrimeSparkRuntimeData(
         client=client,
         status_coordinator=coordinator,
+        analytics_coordinator=analytics,
         link_coordinator=await async_setup_link(hass, entry, client, coordinator.data.node_id),
     )
     entry.runtime_data.memory_coordinator = await async_setup_memory(

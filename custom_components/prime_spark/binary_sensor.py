@@ -16,6 +16,7 @@ from homeassistant.components.binary_sensor import (  # type: ignore[attr-define
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from .analytics import analytics_binary_sensors
 from .client import Peer, Status
 from .coordinator import PrimeSparkConfigEntry
 from .entity import PrimeSparkEntity, PrimeSparkPeerEntity
@@ -70,6 +71,7 @@ async def async_setup_entry(
             PrimeSparkPeerBinarySensorEntity(coordinator, PEER_REACHABLE, peer.name)
             for peer in routing.peers
         )
+    async_add_entities(analytics_binary_sensors(entry))
 
 
 class PrimeSparkBinarySensorEntity(PrimeSparkEntity, BinarySensorEntity):

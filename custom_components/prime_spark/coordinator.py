@@ -34,6 +34,7 @@ from .const import (
 from .issues import async_check_api_version
 
 if TYPE_CHECKING:
+    from .analytics import PrimeSparkAnalyticsCoordinator
     from .link import PrimeSparkLinkCoordinator
     from .memory import PrimeSparkMemoryCoordinator
 
@@ -44,6 +45,7 @@ class PrimeSparkRuntimeData:
 
     client: PrimeSpark
     status_coordinator: PrimeSparkStatusCoordinator
+    analytics_coordinator: PrimeSparkAnalyticsCoordinator
     link_coordinator: PrimeSparkLinkCoordinator | None = None
     """The WireGuard link's coordinator; None on a node without a link."""
     memory_coordinator: PrimeSparkMemoryCoordinator | None = None

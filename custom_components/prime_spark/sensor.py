@@ -18,6 +18,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
+from .analytics import analytics_sensors
 from .client import Routing, Status
 from .client.models import BREAKER_STATES, NODE_STATES
 from .coordinator import PrimeSparkConfigEntry
@@ -272,6 +273,7 @@ async def async_setup_entry(
             for description in PEER_SENSORS
         )
     async_add_entities(memory_sensor_entities(entry))
+    async_add_entities(analytics_sensors(entry))
 
 
 class PrimeSparkSensorEntity(PrimeSparkEntity, SensorEntity):

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from inference_server.analytics.service import ANALYTICS_KEY
 from inference_server.api.power import describe_power
 from inference_server.discovery import API_VERSION
 from inference_server.events import SHUTDOWN
@@ -50,6 +51,7 @@ async def status(request: web.Request) -> web.Response:
     models = await engine.models()
     principal = request[PRINCIPAL_KEY]
     routing = node.router.describe() if node.router is not None else None
+    analytics = request.app.get(ANALYTICS_KEY)
     return web.json_response(
         {
             "node_id": node.node_id,
@@ -76,6 +78,7 @@ async def status(request: web.Request) -> web.Response:
             "link": request.app[LINK_KEY].snapshot(),
             "routing": routing,
             "power": await describe_power(node) if node.power is not None else None,
+            "analytics": analytics.health() if analytics is not None else None,
         }
     )
 

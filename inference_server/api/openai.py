@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from inference_server.analytics.requests import note_generation
 from inference_server.api.errors import ApiError, from_backend
 from inference_server.api.response_cache import cached_chat_response, remember_chat_response
 from inference_server.api.validation import (
@@ -116,6 +117,12 @@ async def _generate(
                 node.metrics.observe_generation(engine_request.model, event)
                 node.stats.record_generation(
                     event.usage.completion_tokens, event.generation_seconds
+                )
+                note_generation(
+                    engine_request.model,
+                    event.usage.prompt_tokens,
+                    event.usage.completion_tokens,
+                    event.generation_seconds,
                 )
             yield event
 
@@ -481,6 +488,7 @@ async def _embeddings(request: web.Request, body: dict[str, Any]) -> web.StreamR
     inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
     result = await node.engine.embed(model, inputs)
     node.metrics.observe_embedding(model, result.prompt_tokens)
+    note_generation(model, result.prompt_tokens)
     as_base64 = body.get("encoding_format") == "base64"
     data = [
         {

@@ -36,6 +36,15 @@ VOLATILE = frozenset(
         "memory_promotions",
         "memory_demotions",
         "response_cache_hit_rate",
+        # analytics: a one-hour window over what the session's server served
+        "analytics_requests_per_minute",
+        "analytics_latency_p95",
+        "analytics_tokens_per_second",
+        "analytics_errors",
+        "analytics_edge_share",
+        "analytics_cache_hit_rate",
+        "analytics_energy_per_request",
+        "analytics_spool_backlog",
     }
 )
 

@@ -4,6 +4,7 @@ Kept inside the integration because HACS installs no private packages; written s
 move to its own package unchanged: no Home Assistant imports in here.
 """
 
+from .analytics import AnalyticsSummary, AnalyticsWindow
 from .client import (
     API_BASE,
     DEFAULT_PORT,
@@ -47,6 +48,8 @@ __all__ = [
     "API_BASE",
     "DEFAULT_PORT",
     "SUPPORTED_API_VERSION",
+    "AnalyticsSummary",
+    "AnalyticsWindow",
     "ChatCompletion",
     "ChatCompletionDelta",
     "ChatMessage",

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from .analytics import AnalyticsSummary, AnalyticsWindow
 from .exceptions import (
     PrimeSparkAuthenticationError,
     PrimeSparkConnectionError,
@@ -208,6 +209,11 @@ class PrimeSpark:
     async def status(self) -> Status:
         """``GET /api/v1/status``: identity, state, models, slots, queue and statistics."""
         return Status.from_dict(await self._request("GET", self._url("api", "v1", "status")))
+
+    async def analytics_summary(self, window: AnalyticsWindow = "1h") -> AnalyticsSummary:
+        """``GET /api/v1/analytics/summary``: one window's analytics and the pipeline's health."""
+        url = self._url("api", "v1", "analytics", "summary").with_query(window=window)
+        return AnalyticsSummary.from_dict(await self._request("GET", url))
 
     async def models(self) -> ModelList:
         """``GET /api/v1/models``: every model the node knows."""

@@ -1,0 +1,387 @@
+"""Analytics throughput: our producer against Kafka's own ProducerPerformance, and end to end
+into PostgreSQL, on the same broker in the same run.
+
+  (a) Kafka ``ProducerPerformance`` (the kafka-tools jar, JVM): N records of our average event
+      size, with the producer settings ours uses (acks=all, idempotence, gzip, linger, 512 KiB
+      batches);
+  (b) ours, one Python process: ``Analytics.emit`` (typed event → schema validation → queue),
+      the spool (append + fsync per batch) and the aiokafka producer, timed from the first emit
+      until Kafka acknowledged the last event; the emit-only rate is reported too;
+  (c) the sink alone: a consumer group reading (b)'s N events into a fresh PostgreSQL database
+      (COPY → staging → INSERT ... ON CONFLICT), timed until all N rows are there;
+  (d) end to end in one process: emit → spool → Kafka → sink → PostgreSQL;
+  (e) the embedded default: emit → spool → SQLite.
+
+Every path checks that exactly N distinct events arrived (zero lost, zero duplicated).
+Usage (from the repo root, with ``scripts/services start`` done)::
+
+    eval "$(scripts/services env)"
+    scripts/shell python bench/analytics.py [--events N] [--out bench/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiokafka
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inference_server.analytics import Analytics, InferenceEvent
+from inference_server.analytics.events import EVENT_TYPES, encode, envelope, topic_name
+from inference_server.analytics.kafka import KafkaSink
+from inference_server.analytics.store.postgres import PostgresStore
+from inference_server.config import AnalyticsSettings
+
+KAFKA_LIBS = Path(os.environ.get("PRIME_SPARK_KAFKA_LIBS", "/opt/prime-spark/kafka-4.4.0/libs"))
+SECTION = "## Analytics pipeline (bench/analytics.py)"
+
+
+def event(i: int) -> InferenceEvent:
+    return InferenceEvent(
+        model="gemma-3-270m",
+        route="/v1/chat/completions",
+        status=200,
+        prompt_tokens=20 + i % 30,
+        completion_tokens=i % 64,
+        latency_ms=float(50 + i % 400),
+        generation_ms=float(40 + i % 300),
+    )
+
+
+def event_size() -> int:
+    return len(encode(envelope(event(1), node_id="bench-node")))
+
+
+def producer_performance(bootstrap: str, topic: str, n: int, size: int) -> dict[str, Any]:
+    command = [
+        "java",
+        "--sun-misc-unsafe-memory-access=allow",
+        "-Xmx512m",
+        "-cp",
+        f"{KAFKA_LIBS}/*",
+        "org.apache.kafka.tools.ProducerPerformance",
+        "--topic",
+        topic,
+        "--num-records",
+        str(n),
+        "--record-size",
+        str(size),
+        "--throughput",
+        "-1",
+        "--producer-props",
+        f"bootstrap.servers={bootstrap}",
+        "acks=all",
+        "enable.idempotence=true",
+        "compression.type=gzip",
+        "linger.ms=20",
+        "batch.size=524288",
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600).stdout
+    last = [line for line in out.splitlines() if "records sent" in line][-1]
+    match = re.search(r"(\d+) records sent, ([\d.]+) records/sec", last)
+    assert match, last
+    return {"events": int(match.group(1)), "rate": float(match.group(2)), "line": last.strip()}
+
+
+async def wait(condition: Callable[[], Awaitable[bool]], limit: float = 600) -> None:
+    deadline = time.monotonic() + limit
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        await asyncio.sleep(0.05)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def settings(tmp: Path, **kw: Any) -> AnalyticsSettings:
+    return AnalyticsSettings(
+        spool_dir=tmp / f"spool-{uuid.uuid4().hex[:6]}",
+        queue_size=10_000_000,
+        consumer_group=f"bench-{uuid.uuid4().hex[:8]}",
+        rollup_interval=3600,
+        retention_interval=3600,
+        **kw,
+    )
+
+
+async def ours_produce(bootstrap: str, prefix: str, n: int, tmp: Path) -> dict[str, Any]:
+    analytics = Analytics(
+        settings(tmp, kafka_bootstrap=bootstrap, topic_prefix=prefix, sink=False),
+        node_id="bench-node",
+        data_dir=tmp,
+    )
+    await analytics.start()
+    await analytics.delivery.probe()  # connect first: connection setup is not throughput
+    try:
+        start = time.perf_counter()
+        for i in range(n):
+            analytics.emit(event(i))
+            if i % 2000 == 1999:
+                await asyncio.sleep(0)  # let the writer and the producer run, as a server would
+        emitted = time.perf_counter()
+        await wait(lambda: _true(analytics.delivered >= n))
+        done = time.perf_counter()
+        assert analytics.delivered == n
+        assert analytics.dropped_queue_full == 0
+    finally:
+        await analytics.stop()
+    return {"emit_rate": n / (emitted - start), "rate": n / (done - start), "seconds": done - start}
+
+
+async def count_rows(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(DISTINCT event_id) FROM analytics_events"))
+    finally:
+        await conn.close()
+
+
+async def sink_only(bootstrap: str, prefix: str, n: int, dsn: str) -> dict[str, Any]:
+    store = PostgresStore(dsn)
+    await store.open()
+    sink = KafkaSink(
+        bootstrap,
+        topics=[topic_name(prefix, t, v) for t, v in EVENT_TYPES.items()],
+        group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        store=store,
+    )
+    start = time.perf_counter()
+    task = asyncio.create_task(sink.run())
+    try:
+        await wait(lambda: _true(sink.stored >= n))
+        seconds = time.perf_counter() - start
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        kind = store.kind
+        await store.close()
+    rows = await count_rows(dsn)
+    return {"rate": n / seconds, "seconds": seconds, "rows": rows, "store": kind}
+
+
+async def end_to_end(bootstrap: str, prefix: str, n: int, dsn: str, tmp: Path) -> dict[str, Any]:
+    analytics = Analytics(
+        settings(tmp, kafka_bootstrap=bootstrap, topic_prefix=prefix, postgres_dsn=dsn),
+        node_id="bench-node",
+        data_dir=tmp,
+    )
+    await analytics.start()
+    await analytics.delivery.probe()
+    try:
+        start = time.perf_counter()
+        for i in range(n):
+            analytics.emit(event(i))
+            if i % 2000 == 1999:
+                await asyncio.sleep(0)
+        sink = analytics.sink
+        assert sink is not None
+        await wait(lambda: _true(sink.stored >= n))
+        seconds = time.perf_counter() - start
+    finally:
+        await analytics.stop()
+    return {"rate": n / seconds, "seconds": seconds, "rows": await count_rows(dsn)}
+
+
+async def embedded(n: int, tmp: Path) -> dict[str, Any]:
+    analytics = Analytics(
+        settings(tmp, sqlite_path=tmp / "bench.sqlite3"), node_id="b", data_dir=tmp
+    )
+    await analytics.start()
+    try:
+        start = time.perf_counter()
+        for i in range(n):
+            analytics.emit(event(i))
+            if i % 2000 == 1999:
+                await asyncio.sleep(0)
+        await wait(lambda: _true(analytics.delivered >= n))
+        seconds = time.perf_counter() - start
+        rows = await analytics.store.count("analytics_events")
+    finally:
+        await analytics.stop()
+    return {"rate": n / seconds, "seconds": seconds, "rows": rows}
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """The run's topics on the shared broker (ours, end to end, ProducerPerformance's)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
+async def fresh_db(base: str) -> tuple[str, str]:
+    name = f"ps_bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(base)
+    await conn.execute(f"CREATE DATABASE {name}")
+    await conn.close()
+    return base.rsplit("/", 1)[0] + "/" + name, name
+
+
+async def drop_db(base: str, name: str) -> None:
+    conn = await asyncpg.connect(base)
+    await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    bootstrap = os.environ["PRIME_SPARK_TEST_KAFKA_BOOTSTRAP"]
+    pg = os.environ["PRIME_SPARK_TEST_POSTGRES_DSN"]
+    n = args.events
+    size = event_size()
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    print(f"{n} events of {size} bytes; broker {bootstrap}; topics {prefix}.*", flush=True)
+
+    kafka = producer_performance(bootstrap, f"{prefix}-perf", n, size)
+    print(f"(a) ProducerPerformance: {kafka['rate']:.0f} records/s  [{kafka['line']}]", flush=True)
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        ours = asyncio.run(ours_produce(bootstrap, prefix, n, tmp))
+        print(
+            f"(b) ours: {ours['rate']:.0f} events/s acknowledged "
+            f"(emit alone {ours['emit_rate']:.0f}/s)",
+            flush=True,
+        )
+        dsn, name = asyncio.run(fresh_db(pg))
+        try:
+            sink = asyncio.run(sink_only(bootstrap, prefix, n, dsn))
+            print(
+                f"(c) sink → {sink['store']}: {sink['rate']:.0f} events/s, {sink['rows']} rows",
+                flush=True,
+            )
+        finally:
+            asyncio.run(drop_db(pg, name))
+        dsn, name = asyncio.run(fresh_db(pg))
+        try:
+            e2e = asyncio.run(end_to_end(bootstrap, prefix + "e2e", n, dsn, tmp))
+            print(f"(d) end to end: {e2e['rate']:.0f} events/s, {e2e['rows']} rows", flush=True)
+        finally:
+            asyncio.run(drop_db(pg, name))
+        local = asyncio.run(embedded(n, tmp))
+        print(
+            f"(e) embedded SQLite: {local['rate']:.0f} events/s, {local['rows']} rows", flush=True
+        )
+
+    asyncio.run(delete_topics(bootstrap, prefix))
+    ratio = ours["rate"] / kafka["rate"]
+    print(f"ratio ours / ProducerPerformance: {ratio:.3f}")
+    lost = {
+        "c": n - sink["rows"],
+        "d": n - e2e["rows"],
+        "e": n - local["rows"],
+    }
+    print(f"lost (expected events - distinct rows): {lost}")
+    if args.out:
+        write_results(args.out, n, size, kafka, ours, sink, e2e, local, ratio, lost)
+
+
+def write_results(
+    out: Path,
+    n: int,
+    size: int,
+    kafka: dict[str, Any],
+    ours: dict[str, Any],
+    sink: dict[str, Any],
+    e2e: dict[str, Any],
+    local: dict[str, Any],
+    ratio: float,
+    lost: dict[str, int],
+) -> None:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    versions = f"aiokafka {aiokafka.__version__}, asyncpg {asyncpg.__version__}"
+    command = 'eval "$(scripts/services env)"; scripts/shell python bench/analytics.py'
+    rows = [
+        ("(a) Kafka ProducerPerformance (JVM, kafka-tools)", kafka["rate"], n / kafka["rate"]),
+        (
+            "(b) ours: emit → validate → spool (fsync) → aiokafka, until acked",
+            ours["rate"],
+            ours["seconds"],
+        ),
+        (
+            "(b') ours: emit alone (validate + enqueue: what a request pays)",
+            ours["emit_rate"],
+            None,
+        ),
+        (
+            f"(c) sink alone: consumer group → {sink['store']} (COPY, ON CONFLICT)",
+            sink["rate"],
+            sink["seconds"],
+            sink["rows"],
+            lost["c"],
+        ),
+        (
+            "(d) end to end, one process: emit → Kafka → sink → PostgreSQL",
+            e2e["rate"],
+            e2e["seconds"],
+            e2e["rows"],
+            lost["d"],
+        ),
+        (
+            "(e) embedded default: emit → spool → SQLite",
+            local["rate"],
+            local["seconds"],
+            local["rows"],
+            lost["e"],
+        ),
+    ]
+    lines = [
+        SECTION,
+        "",
+        f"- date: {now}",
+        f"- machine: {os.cpu_count()} CPUs, {platform.platform()}, "
+        f"Python {platform.python_version()}, {versions}; Kafka 4.4.0 (the shared KRaft broker)",
+        f"- load average at the start: {os.getloadavg()[0]:.1f} (the machine is shared)",
+        f"- {n} events of {size} bytes (an inference event as encoded); both producers: acks=all,"
+        " idempotence, gzip, linger 20 ms, 512 KiB batches",
+        f"- command: `{command} --events {n} --out bench/RESULTS.md`",
+        "",
+        "| path | events/s | seconds | rows in store (distinct) | lost |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label, rate, seconds, *rest in rows:
+        secs = "-" if seconds is None else f"{seconds:.2f}"
+        stored, missing = [*rest, "-", "-"][:2]
+        lines.append(f"| {label} | {rate:.0f} | {secs} | {stored} | {missing} |")
+    lines += [
+        "",
+        f"Ratio (b)/(a), ours vs ProducerPerformance: **{ratio:.3f}**. Issue goals: ≥ 100k "
+        "events/s produced, ≥ 50k/s end to end, zero lost.",
+        "",
+    ]
+    text = out.read_text(encoding="utf-8") if out.exists() else "# Prime Spark benchmark results\n"
+    if SECTION in text:
+        head, _, rest = text.partition(SECTION)
+        tail = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
+        text = head + "\n".join(lines) + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(lines)
+    out.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Kafka on both sides: the producer that drains the spool, and the sink consumer group.
+
+Producer: idempotent (``enable_idempotence``: acks from all replicas, no duplicates from the
+client's own retries), batched (``linger_ms`` plus explicit record batches built per topic
+partition) and compressed (gzip: the codec aiokafka has without native extras). Records are
+keyed by node id and all of a node's events of one topic go to one partition, so they stay in
+emission order. A failed delivery throws the producer away (its idempotence sequence numbers
+are no longer trustworthy) and the spool keeps the batch for the next attempt.
+
+Sink: a consumer group that never auto-commits. It validates each message against its topic's
+schema, writes the batch to the store (which is durable when ``insert`` returns) and only then
+commits the offsets. A crash between the two re-delivers the batch, and the store's
+``ON CONFLICT (event_id)`` makes that harmless: exactly once in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import zlib
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from inference_server.analytics.schema import EventSchemaError, validate_event
+from inference_server.analytics.spool import Record
+from inference_server.analytics.store import Store, StoreError
+
+_LOGGER = logging.getLogger(__name__)
+
+COMPRESSIONS = ("gzip", "none")
+
+
+class DeliveryError(RuntimeError):
+    """The destination did not acknowledge a batch; the spool keeps it."""
+
+
+class KafkaDelivery:
+    """Sends spool records to ``<prefix>.<type>.v<version>`` topics."""
+
+    destination = "kafka"
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        prefix: str,
+        node_id: str,
+        compression: str = "gzip",
+        linger_ms: int = 20,
+        timeout: float = 15.0,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._prefix = prefix
+        self._key = node_id.encode()
+        self._compression = None if compression == "none" else compression
+        self._linger_ms = linger_ms
+        self._timeout = timeout
+        self._producer: AIOKafkaProducer | None = None
+        self._partitions: dict[str, int] = {}
+        self.connected = False
+        self.last_error: str | None = None
+
+    async def _ensure(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap,
+                client_id="prime-spark-analytics",
+                enable_idempotence=True,
+                compression_type=self._compression,
+                linger_ms=self._linger_ms,
+                max_batch_size=512 * 1024,
+                request_timeout_ms=int(self._timeout * 1000),
+                retry_backoff_ms=200,
+            )
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await producer.start()
+            except BaseException:
+                await _quietly(producer.stop())
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _partition(self, producer: AIOKafkaProducer, topic: str) -> int:
+        if topic not in self._partitions:
+            partitions = sorted(await producer.partitions_for(topic))
+            self._partitions[topic] = partitions[zlib.crc32(self._key) % len(partitions)]
+        return self._partitions[topic]
+
+    async def deliver(self, records: list[Record]) -> None:
+        try:
+            async with asyncio.timeout(self._timeout * 2):
+                producer = await self._ensure()
+                by_topic: dict[str, list[bytes]] = defaultdict(list)
+                for record in records:
+                    by_topic[f"{self._prefix}.{record.topic}"].append(record.value)
+                futures = []
+                for topic, values in by_topic.items():
+                    partition = await self._partition(producer, topic)
+                    batch = producer.create_batch()
+                    for value in values:
+                        if batch.append(key=self._key, value=value, timestamp=None) is None:
+                            futures.append(
+                                await producer.send_batch(batch, topic, partition=partition)
+                            )
+                            batch = producer.create_batch()
+                            batch.append(key=self._key, value=value, timestamp=None)
+                    if batch.record_count():
+                        futures.append(await producer.send_batch(batch, topic, partition=partition))
+                await asyncio.gather(*futures)
+        except (KafkaError, TimeoutError, OSError) as err:
+            self.connected = False
+            self.last_error = f"{type(err).__name__}: {err}"
+            await self.reset()
+            raise DeliveryError(self.last_error) from err
+        self.connected = True
+        self.last_error = None
+
+    async def probe(self) -> bool:
+        """While idle, check the cluster answers (so health is not stale between batches)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                producer = await self._ensure()
+                self.connected = bool(await producer.client.force_metadata_update())
+        except (KafkaError, TimeoutError, OSError) as err:
+            self.connected = False
+            self.last_error = f"{type(err).__name__}: {err}"
+            await self.reset()
+        return self.connected
+
+    async def reset(self) -> None:
+        producer, self._producer = self._producer, None
+        self._partitions.clear()
+        if producer is not None:
+            await _quietly(producer.stop())
+
+    async def close(self) -> None:
+        await self.reset()
+
+
+class StoreDelivery:
+    """No Kafka configured: the spool drains straight into the local store."""
+
+    destination = "store"
+    connected = False
+    last_error: str | None = None
+
+    def __init__(self, store: Store, on_skipped: Callable[[int], None]) -> None:
+        self._store = store
+        self._on_skipped = on_skipped
+        self.stored = 0
+
+    async def deliver(self, records: list[Record]) -> None:
+        events, bad = parse([r.value for r in records], validate=False)
+        if bad:
+            self._on_skipped(len(bad))
+        try:
+            self.stored += await self._store.insert(events) if events else 0
+        except StoreError as err:
+            self.last_error = str(err)
+            raise DeliveryError(str(err)) from err
+        self.last_error = None
+
+    async def probe(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+def parse(values: list[bytes], *, validate: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """Decode (and optionally validate) message values; returns events and rejection reasons."""
+    events: list[dict[str, Any]] = []
+    rejected: list[str] = []
+    for value in values:
+        try:
+            event = json.loads(value)
+            if validate:
+                validate_event(event)
+        except (ValueError, EventSchemaError) as err:
+            rejected.append(str(err))
+            continue
+        events.append(event)
+    return events, rejected
+
+
+class KafkaSink:
+    """Consumer group → store, committing offsets only after the rows are durable."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topics: list[str],
+        group_id: str,
+        store: Store,
+        max_records: int = 5000,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._topics = topics
+        self._group_id = group_id
+        self._store = store
+        self._max_records = max_records
+        self.connected = False
+        self.last_error: str | None = None
+        self.consumed = 0
+        self.stored = 0
+        self.rejected = 0
+        self.last_rejection: str | None = None
+
+    async def run(self) -> None:
+        backoff = 0.5
+        while True:
+            consumer = AIOKafkaConsumer(
+                *self._topics,
+                bootstrap_servers=self._bootstrap,
+                group_id=self._group_id,
+                client_id="prime-spark-analytics-sink",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                metadata_max_age_ms=5000,
+            )
+            try:
+                await consumer.start()
+                self.connected = True
+                backoff = 0.5
+                await self._consume(consumer)
+            except (KafkaError, OSError, StoreError) as err:
+                self.connected = False
+                self.last_error = f"{type(err).__name__}: {err}"
+                _LOGGER.warning("Analytics sink interrupted (%s); retrying", self.last_error)
+            except Exception as err:  # a bug must not end the sink for good: log, retry
+                self.last_error = f"{type(err).__name__}: {err}"
+                _LOGGER.exception("Analytics sink failed unexpectedly; retrying")
+            finally:
+                self.connected = False
+                await _quietly(consumer.stop())
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 15.0)
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=self._max_records)
+            values = [m.value for msgs in batches.values() for m in msgs if m.value is not None]
+            if not values:
+                continue
+            events, rejected = parse(values, validate=True)
+            if rejected:
+                self.rejected += len(rejected)
+                self.last_rejection = rejected[-1]
+                _LOGGER.warning(
+                    "Analytics sink rejected %d messages, e.g.: %s", len(rejected), rejected[-1]
+                )
+            if events:
+                self.stored += await self._insert(events)
+            await consumer.commit()
+            self.consumed += len(values)
+
+    async def _insert(self, events: list[dict[str, Any]]) -> int:
+        """Retry the store until it takes the batch: the offsets wait for it."""
+        backoff = 0.5
+        while True:
+            try:
+                return await self._store.insert(events)
+            except StoreError as err:
+                self.last_error = str(err)
+                _LOGGER.warning("Analytics store write failed (%s); retrying", err)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 15.0)
+
+
+async def _quietly(awaitable: Any) -> None:
+    try:
+        async with asyncio.timeout(10):
+            await awaitable
+    except Exception:  # closing a broken client must not mask the error being handled
+        _LOGGER.debug("Closing a Kafka client failed", exc_info=True)

@@ -1,0 +1,119 @@
+"""The inference event of each OpenAI-surface request, emitted by a middleware.
+
+The middleware knows what only the outside of a request knows (route, final status, latency
+to the last byte, including streams and errors); the generation code knows model, tokens and
+decode time and writes them into the request's :class:`InferenceRecord` through
+:func:`note_generation`. A context variable joins the two, so the OpenAI handlers need one call
+and no new parameters; routing and the response cache (when they land) set ``side`` and
+``cache`` on the same record.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from inference_server.analytics.events import CacheResult, InferenceEvent, Side
+from inference_server.analytics.service import ANALYTICS_KEY, Analytics
+from inference_server.api.errors import Handler
+
+_LOGGER = logging.getLogger(__name__)
+
+INFERENCE_PREFIX = "/v1/"
+
+
+@dataclass(kw_only=True, slots=True)
+class InferenceRecord:
+    model: str | None = None
+    side: Side = "edge"
+    cache: CacheResult = "none"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    generation_seconds: float = 0.0
+
+
+_CURRENT: contextvars.ContextVar[InferenceRecord | None] = contextvars.ContextVar(
+    "prime_spark_inference_record", default=None
+)
+
+
+def current_record() -> InferenceRecord | None:
+    """The record of the request being handled (``None`` outside an inference request)."""
+    return _CURRENT.get()
+
+
+def note_generation(
+    model: str, prompt_tokens: int, completion_tokens: int = 0, generation_seconds: float = 0.0
+) -> None:
+    """Called where a generation (or embedding) finishes; a no-op outside a request."""
+    record = _CURRENT.get()
+    if record is not None:
+        record.model = model
+        record.prompt_tokens += prompt_tokens
+        record.completion_tokens += completion_tokens
+        record.generation_seconds += generation_seconds
+
+
+@web.middleware
+async def inference_events_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method != "POST" or not request.path.startswith(INFERENCE_PREFIX):
+        return await handler(request)
+    analytics = request.app.get(ANALYTICS_KEY)
+    if analytics is None:
+        return await handler(request)
+    record = InferenceRecord()
+    token = _CURRENT.set(record)
+    start = time.perf_counter()
+    status = 500
+    stream = False
+    try:
+        response = await handler(request)
+        status = response.status
+        stream = response.content_type == "text/event-stream"
+        return response
+    except web.HTTPException as err:
+        status = err.status
+        raise
+    finally:
+        _CURRENT.reset(token)
+        if status not in UNAUTHENTICATED:
+            elapsed = time.perf_counter() - start
+            _emit(analytics, request, record=record, status=status, stream=stream, elapsed=elapsed)
+
+
+UNAUTHENTICATED = frozenset({401, 403})
+"""Refused before any inference: not recorded, so callers without a token cannot write events."""
+
+
+def _emit(
+    analytics: Analytics,
+    request: web.Request,
+    *,
+    record: InferenceRecord,
+    status: int,
+    stream: bool,
+    elapsed: float,
+) -> None:
+    """One inference event; a schema bug must never fail the request it describes."""
+    resource = request.match_info.route.resource
+    try:
+        analytics.emit(
+            InferenceEvent(
+                model=record.model or analytics.default_model,
+                side=record.side,
+                route=resource.canonical if resource is not None else "unmatched",
+                status=status,
+                prompt_tokens=record.prompt_tokens,
+                completion_tokens=record.completion_tokens,
+                latency_ms=round(elapsed * 1000, 3),
+                generation_ms=round(record.generation_seconds * 1000, 3),
+                cache=record.cache,
+                stream=stream,
+            )
+        )
+    except ValueError:  # a schema bug must never fail the request it describes
+        _LOGGER.exception("Inference analytics event rejected")

@@ -1,0 +1,419 @@
+"""The analytics subsystem of one node: ``emit`` → queue → spool → Kafka or store, plus the
+sink, the scheduled jobs and the numbers the status API and ``/metrics`` show.
+
+``emit`` is the one entry point for every emitter (inference, routing, power, memory, agents,
+link): it validates the event against its schema (a bad event raises
+:class:`EventSchemaError` at the call site) and puts the encoded line on a bounded in-memory
+queue. It never awaits, never touches the disk and never waits for Kafka, so request handling
+cannot be slowed by analytics; a full queue drops the event and counts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from inference_server.analytics.events import (
+    EVENT_TYPES,
+    NodeHealthEvent,
+    Payload,
+    encode,
+    envelope,
+    topic_name,
+)
+from inference_server.analytics.jobs import Scheduler
+from inference_server.analytics.kafka import (
+    DeliveryError,
+    KafkaDelivery,
+    KafkaSink,
+    StoreDelivery,
+)
+from inference_server.analytics.schema import validate_event
+from inference_server.analytics.spool import Spool, encode_line
+from inference_server.analytics.store import RetentionPolicy, Store
+from inference_server.analytics.store.postgres import PostgresStore
+from inference_server.analytics.store.sqlite import SqliteStore
+from inference_server.analytics.summary import summarize
+from inference_server.config import AnalyticsSettings
+
+_LOGGER = logging.getLogger(__name__)
+
+BATCH_EVENTS = 5000
+PROBE_SECONDS = 5.0
+
+HealthSampler = Callable[[], NodeHealthEvent]
+
+
+def make_store(settings: AnalyticsSettings, data_dir: Path) -> Store:
+    if settings.postgres_dsn:
+        return PostgresStore(settings.postgres_dsn, timescale=settings.timescale)
+    return SqliteStore(settings.sqlite_path or data_dir / "analytics" / "analytics.sqlite3")
+
+
+class Analytics:
+    def __init__(
+        self,
+        settings: AnalyticsSettings,
+        *,
+        node_id: str,
+        data_dir: Path,
+        health_sampler: HealthSampler | None = None,
+        default_model: str = "unknown",
+    ) -> None:
+        self.settings = settings
+        self.default_model = default_model
+        """Named in inference events of requests that failed before a model was chosen."""
+        self.node_id = node_id
+        self.store = make_store(settings, data_dir)
+        self.spool = Spool(
+            settings.spool_dir or data_dir / "analytics" / "spool",
+            max_bytes=settings.spool_max_mb * 1024 * 1024,
+        )
+        self.delivery: KafkaDelivery | StoreDelivery
+        if settings.kafka_bootstrap:
+            self.delivery = KafkaDelivery(
+                settings.kafka_bootstrap,
+                prefix=settings.topic_prefix,
+                node_id=node_id,
+                compression=settings.compression,
+                linger_ms=settings.linger_ms,
+            )
+        else:
+            self.delivery = StoreDelivery(self.store, self._count_skipped)
+        self.sink: KafkaSink | None = None
+        if settings.kafka_bootstrap and settings.sink:
+            self.sink = KafkaSink(
+                settings.kafka_bootstrap,
+                topics=[topic_name(settings.topic_prefix, t, v) for t, v in EVENT_TYPES.items()],
+                group_id=settings.consumer_group,
+                store=self.store,
+            )
+        self.scheduler = Scheduler()
+        self._health_sampler = health_sampler
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(settings.queue_size)
+        self._tasks: list[asyncio.Task[None]] = []
+        # Zeros up front: every series exists from the first scrape (rate() and alerts need it).
+        self.emitted: Counter[str] = Counter(dict.fromkeys(EVENT_TYPES, 0))
+        self.rejected: Counter[str] = Counter({"emit": 0, "ingest": 0})
+        self.dropped_queue_full = 0
+        self.dropped_spool_error = 0
+        self.delivered = 0
+        self.skipped = 0
+        self.store_error: str | None = None
+        self.started = False
+
+    # ------------------------------------------------------------------ emitting
+    def emit(self, payload: Payload, *, occurred_at: float | None = None) -> str:
+        """Validate and enqueue one event; returns its ``event_id``. Never blocks."""
+        event = envelope(payload, node_id=self.node_id, occurred_at=occurred_at)
+        self.emit_envelope(event)
+        return str(event["event_id"])
+
+    def emit_envelope(self, event: dict[str, Any], *, stage: str = "emit") -> None:
+        """Enqueue an envelope built elsewhere (the ingest route); validated here too."""
+        try:
+            validate_event(event)
+        except ValueError:
+            self.rejected[stage] += 1
+            raise
+        line = encode_line(f"{event['type']}.v{event['version']}", encode(event))
+        try:
+            self._queue.put_nowait(line)
+        except asyncio.QueueFull:
+            self.dropped_queue_full += 1
+            return
+        self.emitted[event["type"]] += 1
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await asyncio.to_thread(self.spool.open)
+        try:
+            await self.store.open()
+        except Exception as err:
+            # Events still spool; the delivery loop retries the store on every batch.
+            self.store_error = str(err)
+            _LOGGER.error("Analytics store unavailable at start: %s", err)
+        policy = RetentionPolicy(
+            raw_days=self.settings.raw_retention_days,
+            minute_rollup_days=self.settings.minute_rollup_days,
+            hour_rollup_days=self.settings.hour_rollup_days,
+        )
+        self.scheduler.add(
+            "rollup", self.settings.rollup_interval, self.store.rollup, first_delay=5
+        )
+        self.scheduler.add(
+            "retention",
+            self.settings.retention_interval,
+            lambda: self.store.retention(policy, time.time()),
+            first_delay=30,
+        )
+        if self._health_sampler is not None:
+            self.scheduler.add(
+                "node_health", self.settings.node_health_interval, self._sample_health
+            )
+        self._spawn(self._write_loop(), "writer")
+        self._spawn(self._deliver_loop(), "delivery")
+        self._spawn(self.scheduler.run(), "jobs")
+        if self.sink is not None:
+            self._spawn(self.sink.run(), "sink")
+        self.started = True
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        self._tasks.append(asyncio.ensure_future(coro))
+        self._tasks[-1].set_name(f"prime-spark-analytics-{name}")
+
+    async def stop(self) -> None:
+        """Flush the queue to the spool (nothing emitted is lost), then close everything."""
+        # Everything but the writer first (it must stop taking lines last), then the writer.
+        for task in reversed(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._flush_queue()
+        await self.delivery.close()
+        await self.store.close()
+        self.spool.close()
+        self._tasks.clear()
+        self.started = False
+
+    async def _flush_queue(self) -> None:
+        lines = []
+        while not self._queue.empty():
+            lines.append(self._queue.get_nowait())
+        await self.spool.append(lines)
+
+    async def _write_loop(self) -> None:
+        """Group commit: whatever queued up while the last fsync ran goes in the next one."""
+        while True:
+            lines = [await self._queue.get()]
+            while len(lines) < BATCH_EVENTS and not self._queue.empty():
+                lines.append(self._queue.get_nowait())
+            try:
+                await self.spool.append(lines)
+            except asyncio.CancelledError:
+                for line in lines:  # stop() flushes what is still queued
+                    with contextlib.suppress(asyncio.QueueFull):
+                        self._queue.put_nowait(line)
+                raise
+            except OSError as err:  # disk full, read-only: counted and said, never silent
+                self.dropped_spool_error += len(lines)
+                _LOGGER.error("Analytics spool write failed, %d events lost: %s", len(lines), err)
+                await asyncio.sleep(1.0)
+
+    async def _deliver_loop(self) -> None:
+        """Keep delivering; a bug in one pass is logged and retried, never ends delivery."""
+        while True:
+            try:
+                await self._deliver()
+            except Exception:
+                _LOGGER.exception("Analytics delivery failed unexpectedly; retrying")
+                await asyncio.sleep(5.0)
+
+    async def _deliver(self) -> None:
+        backoff = 0.2
+        last_probe = 0.0
+        while True:
+            await self.spool.wait(PROBE_SECONDS)
+            if self.store_error is not None:  # the store was down at start: the sink needs it too
+                await self._reopen_store()
+                if isinstance(self.delivery, StoreDelivery) and self.store_error is not None:
+                    continue
+            batch = await self.spool.read(BATCH_EVENTS)
+            if batch is None:
+                if time.monotonic() - last_probe >= PROBE_SECONDS:
+                    last_probe = time.monotonic()
+                    await self.delivery.probe()
+                continue
+            try:
+                if batch.records:
+                    await self.delivery.deliver(batch.records)
+            except DeliveryError as err:
+                _LOGGER.warning(
+                    "Analytics delivery to %s failed (%s); %d events wait in the spool",
+                    self.delivery.destination,
+                    err,
+                    self.spool.backlog,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 15.0)
+                continue
+            backoff = 0.2
+            self.delivered += len(batch.records)
+            self.skipped += batch.skipped
+            self.spool.commit(batch)
+
+    async def _reopen_store(self) -> None:
+        try:
+            await self.store.open()
+        except Exception as err:
+            self.store_error = str(err)
+            await asyncio.sleep(2.0)
+        else:
+            self.store_error = None
+
+    def _count_skipped(self, count: int) -> None:
+        self.skipped += count
+
+    async def _sample_health(self) -> dict[str, Any]:
+        assert self._health_sampler is not None
+        sample = self._health_sampler()
+        event_id = self.emit(sample)
+        return {"event_id": event_id}
+
+    # ------------------------------------------------------------------ reading
+    async def summary(self, window: str) -> dict[str, Any]:
+        return await summarize(self.store, window)
+
+    @property
+    def kafka_connected(self) -> bool | None:
+        if not self.settings.kafka_bootstrap:
+            return None
+        sink_ok = self.sink is None or self.sink.connected
+        return bool(self.delivery.connected and sink_ok)
+
+    @property
+    def healthy(self) -> bool:
+        """What HA's analytics-health binary sensor shows: events flow and nothing is lost."""
+        kafka = self.kafka_connected
+        return (
+            self.started
+            and self.store_error is None
+            and kafka is not False
+            and not self.spool.near_full
+        )
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "enabled": True,
+            "healthy": self.healthy,
+            "store": self.store.kind,
+            "store_error": self.store_error,
+            "kafka": {
+                "configured": bool(self.settings.kafka_bootstrap),
+                "connected": self.kafka_connected,
+                "producer_connected": (
+                    self.delivery.connected if self.settings.kafka_bootstrap else None
+                ),
+                "sink_connected": None if self.sink is None else self.sink.connected,
+                "last_error": self.delivery.last_error
+                or (self.sink.last_error if self.sink else None),
+                "topic_prefix": self.settings.topic_prefix,
+            },
+            "spool": {
+                "backlog_events": self.spool.backlog,
+                "bytes": self.spool.size_bytes,
+                "capacity_bytes": self.spool.max_bytes,
+                "near_full": self.spool.near_full,
+                "dropped_events": self.spool.dropped_events,
+            },
+            "queue": {"depth": self._queue.qsize(), "capacity": self._queue.maxsize},
+            "events": {
+                "emitted": sum(self.emitted.values()),
+                "delivered": self.delivered,
+                "rejected": sum(self.rejected.values()),
+                "dropped_queue_full": self.dropped_queue_full,
+                "dropped_spool_error": self.dropped_spool_error,
+                "sink_stored": self.sink.stored if self.sink else None,
+                "sink_rejected": self.sink.rejected if self.sink else None,
+                "sink_last_rejection": self.sink.last_rejection if self.sink else None,
+            },
+            "jobs": self.scheduler.status(),
+        }
+
+
+class AnalyticsCollector(Collector):
+    """Reads the analytics state when scraped, so the exposition never drifts from it."""
+
+    def __init__(self, analytics: Analytics) -> None:
+        self._a = analytics
+
+    def collect(self) -> Iterable[Metric]:
+        a = self._a
+        p = "prime_spark_analytics_"
+        emitted = CounterMetricFamily(
+            p + "events_emitted", "Events accepted by emit", labels=["type"]
+        )
+        for type_, n in sorted(a.emitted.items()):
+            emitted.add_metric([type_], n)
+        rejected = CounterMetricFamily(
+            p + "events_rejected", "Events refused by schema validation", labels=["stage"]
+        )
+        for stage, n in sorted(a.rejected.items()):
+            rejected.add_metric([stage], n)
+        if a.sink is not None:
+            rejected.add_metric(["sink"], a.sink.rejected)
+        dropped = CounterMetricFamily(
+            p + "events_dropped", "Events lost to a bound, by which bound", labels=["reason"]
+        )
+        dropped.add_metric(["queue_full"], a.dropped_queue_full)
+        dropped.add_metric(["spool_full"], a.spool.dropped_events)
+        dropped.add_metric(["spool_error"], a.dropped_spool_error)
+        delivered = CounterMetricFamily(
+            p + "events_delivered", "Events delivered from the spool", labels=["destination"]
+        )
+        delivered.add_metric([a.delivery.destination], a.delivered)
+        yield from (emitted, rejected, dropped, delivered)
+        if a.sink is not None:
+            stored = CounterMetricFamily(p + "sink_rows_stored", "Rows the Kafka sink added")
+            stored.add_metric([], a.sink.stored)
+            yield stored
+        for name, doc, value in (
+            ("spool_backlog_events", "Events in the spool not yet delivered", a.spool.backlog),
+            ("spool_bytes", "Bytes the spool holds on disk", a.spool.size_bytes),
+            ("spool_capacity_bytes", "The spool's bound", a.spool.max_bytes),
+            ("spool_near_full", "1 when the spool is 80 % full or more", int(a.spool.near_full)),
+            ("queue_depth", "Events waiting in memory for the spool writer", a._queue.qsize()),
+            ("healthy", "1 when analytics flows without loss", int(a.healthy)),
+            ("store_up", "1 when the analytics store is reachable", int(a.store_error is None)),
+        ):
+            gauge = GaugeMetricFamily(p + name, doc)
+            gauge.add_metric([], value)
+            yield gauge
+        if a.kafka_connected is not None:
+            kafka = GaugeMetricFamily(p + "kafka_connected", "1 when Kafka accepts events")
+            kafka.add_metric([], int(a.kafka_connected))
+            yield kafka
+        yield from _job_metrics(a.scheduler)
+
+
+def _job_metrics(scheduler: Scheduler) -> Iterable[Metric]:
+    """Labelled ``job_name``: ``job`` is the label Prometheus gives every scraped target."""
+    p = "prime_spark_job_"
+    last = GaugeMetricFamily(
+        p + "last_run_timestamp_seconds", "When each job last ran", labels=["job_name"]
+    )
+    duration = GaugeMetricFamily(
+        p + "last_duration_seconds", "How long each job's last run took", labels=["job_name"]
+    )
+    success = GaugeMetricFamily(
+        p + "last_success", "1 when the job's last run succeeded", labels=["job_name"]
+    )
+    runs = CounterMetricFamily(p + "runs", "Job runs by result", labels=["job_name", "result"])
+    for job in scheduler.jobs.values():
+        if job.last_run is not None:
+            last.add_metric([job.name], job.last_run)
+            duration.add_metric([job.name], job.last_duration or 0.0)
+            success.add_metric([job.name], int(job.last_result == "ok"))
+        runs.add_metric([job.name, "ok"], job.runs - job.failures)
+        runs.add_metric([job.name, "error"], job.failures)
+    return [last, duration, success, runs]
+
+
+def load_average() -> float | None:
+    with contextlib.suppress(OSError):
+        return os.getloadavg()[0]
+    return None
+
+
+ANALYTICS_KEY: Final = web.AppKey("analytics", Analytics)

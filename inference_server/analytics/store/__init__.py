@@ -1,0 +1,10 @@
+"""Where analytics events land: PostgreSQL (TimescaleDB when present) or embedded SQLite."""
+
+from inference_server.analytics.store.base import (
+    RetentionPolicy,
+    Store,
+    StoreError,
+    WindowTotals,
+)
+
+__all__ = ["RetentionPolicy", "Store", "StoreError", "WindowTotals"]

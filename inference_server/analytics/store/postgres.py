@@ -1,0 +1,331 @@
+"""The PostgreSQL store (asyncpg), with TimescaleDB hypertables when the extension is there.
+
+Writes go through ``COPY`` into a per-connection temporary staging table, then one
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` per table: COPY is the fastest way into
+PostgreSQL, and the conflict clause makes a replayed batch (spool resend, Kafka redelivery after
+a consumer crash) a no-op. Everything happens in one transaction, so when ``insert`` returns
+the rows are durable and the caller may commit its Kafka offsets.
+
+TimescaleDB: on first migration the extension is created if the server has it; the raw tables
+become hypertables (their primary key is ``(event_id, occurred_at)``, as hypertables require;
+``occurred_at`` is part of the event, so it is the same de-duplication). The licence decides
+the rest: ``timescaledb.license = timescale`` adds native compression policies; the
+Apache-licensed build (Debian's) has no policies or continuous aggregates, so the app-side
+rollup tables and retention job (``drop_chunks`` is Apache-licensed) do that work — the same
+tables and queries SQLite and plain PostgreSQL use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from inference_server.analytics.store.base import (
+    ROLLUPS,
+    RetentionPolicy,
+    RollupRow,
+    StoreError,
+    WindowTotals,
+)
+from inference_server.analytics.store.sqlite import POWER_SQL, RANK_SQL, TOTALS_SQL, _totals
+
+_LOGGER = logging.getLogger(__name__)
+
+MIGRATION_LOCK = 0x5052_494D_4531  # advisory lock key: one migrating process at a time
+ROLLUP_LOCK = 0x5052_494D_4532
+RAW_TABLES = ("analytics_events", "analytics_inference", "analytics_power")
+
+BASE_SCHEMA = """
+CREATE TABLE analytics_events (
+    event_id uuid NOT NULL, type text NOT NULL, version integer NOT NULL,
+    occurred_at timestamptz NOT NULL, node_id text NOT NULL, data jsonb NOT NULL,
+    PRIMARY KEY (event_id, occurred_at));
+CREATE INDEX analytics_events_time ON analytics_events (occurred_at DESC);
+CREATE TABLE analytics_inference (
+    seq bigint GENERATED ALWAYS AS IDENTITY, event_id uuid NOT NULL,
+    occurred_at timestamptz NOT NULL, node_id text NOT NULL, model text NOT NULL,
+    side text NOT NULL, route text NOT NULL, status integer NOT NULL,
+    prompt_tokens integer NOT NULL, completion_tokens integer NOT NULL,
+    latency_ms double precision NOT NULL, generation_ms double precision NOT NULL,
+    cache text NOT NULL, stream boolean NOT NULL, PRIMARY KEY (event_id, occurred_at));
+CREATE INDEX analytics_inference_time ON analytics_inference (occurred_at DESC);
+CREATE INDEX analytics_inference_seq ON analytics_inference (seq);
+CREATE TABLE analytics_power (
+    event_id uuid NOT NULL, occurred_at timestamptz NOT NULL, node_id text NOT NULL,
+    kind text NOT NULL, mode text, watts double precision,
+    PRIMARY KEY (event_id, occurred_at));
+CREATE INDEX analytics_power_time ON analytics_power (occurred_at DESC);
+CREATE TABLE analytics_inference_rollup (
+    resolution text NOT NULL, bucket timestamptz NOT NULL, side text NOT NULL,
+    model text NOT NULL, requests bigint NOT NULL, errors bigint NOT NULL,
+    prompt_tokens bigint NOT NULL, completion_tokens bigint NOT NULL,
+    generation_ms double precision NOT NULL, latency_ms_sum double precision NOT NULL,
+    latency_ms_max double precision NOT NULL, cache_hits bigint NOT NULL,
+    cache_misses bigint NOT NULL, PRIMARY KEY (resolution, bucket, side, model));
+CREATE TABLE analytics_watermarks (name text PRIMARY KEY, value bigint NOT NULL);
+"""
+
+STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS analytics_staging (
+    event_id uuid, type text, version integer, occurred_at timestamptz, node_id text,
+    data jsonb) ON COMMIT DELETE ROWS
+"""
+
+INSERTS = (
+    "INSERT INTO analytics_events SELECT * FROM analytics_staging ON CONFLICT DO NOTHING",
+    """INSERT INTO analytics_inference (event_id, occurred_at, node_id, model, side, route,
+        status, prompt_tokens, completion_tokens, latency_ms, generation_ms, cache, stream)
+    SELECT event_id, occurred_at, node_id, data->>'model', data->>'side', data->>'route',
+        (data->>'status')::integer, (data->>'prompt_tokens')::integer,
+        (data->>'completion_tokens')::integer, (data->>'latency_ms')::double precision,
+        (data->>'generation_ms')::double precision, data->>'cache', (data->>'stream')::boolean
+    FROM analytics_staging WHERE type = 'inference' ON CONFLICT DO NOTHING""",
+    """INSERT INTO analytics_power
+    SELECT event_id, occurred_at, node_id, data->>'kind', data->>'mode',
+        (data->>'watts')::double precision
+    FROM analytics_staging WHERE type = 'power' ON CONFLICT DO NOTHING""",
+)
+
+ROLLUP_SQL = """
+INSERT INTO analytics_inference_rollup
+SELECT $1, date_trunc('{unit}', occurred_at) AS b, side, model,
+       count(*), count(*) FILTER (WHERE status >= 400),
+       sum(prompt_tokens), sum(completion_tokens), sum(generation_ms),
+       sum(latency_ms), max(latency_ms),
+       count(*) FILTER (WHERE cache IN ('exact', 'semantic')),
+       count(*) FILTER (WHERE cache = 'miss')
+FROM analytics_inference
+WHERE date_trunc('{unit}', occurred_at) IN (
+    SELECT DISTINCT date_trunc('{unit}', occurred_at)
+    FROM analytics_inference WHERE seq > $2 AND seq <= $3)
+GROUP BY b, side, model
+ON CONFLICT (resolution, bucket, side, model) DO UPDATE SET
+    requests = excluded.requests, errors = excluded.errors,
+    prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
+    generation_ms = excluded.generation_ms, latency_ms_sum = excluded.latency_ms_sum,
+    latency_ms_max = excluded.latency_ms_max, cache_hits = excluded.cache_hits,
+    cache_misses = excluded.cache_misses
+"""
+_UNITS = {"1m": "minute", "1h": "hour"}
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+class PostgresStore:
+    def __init__(self, dsn: str, *, timescale: bool = True) -> None:
+        self._dsn = dsn
+        self._want_timescale = timescale
+        self._pool: asyncpg.Pool | None = None
+        self.timescale = False
+        self.license: str | None = None
+
+    @property
+    def kind(self) -> str:
+        if not self.timescale:
+            return "postgresql"
+        return "timescaledb" if self.license == "timescale" else f"timescaledb-{self.license}"
+
+    def _p(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("the PostgreSQL store is closed")
+        return self._pool
+
+    async def open(self) -> None:
+        await self.close()
+        try:
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4)
+            async with self._p().acquire() as conn:
+                await self._migrate(conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            await self.close()
+            raise StoreError(f"PostgreSQL: {err}") from err
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS analytics_migrations "
+                "(version integer PRIMARY KEY, name text NOT NULL, "
+                "applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in await conn.fetch("SELECT version FROM analytics_migrations")}
+            if 1 not in done:
+                await conn.execute(BASE_SCHEMA)
+                await self._record(conn, 1, "base tables")
+            if self._want_timescale and 2 not in done:
+                await self._try_timescale(conn)
+                if await self._has_timescale(conn):
+                    for table in RAW_TABLES:
+                        await conn.execute(
+                            "SELECT create_hypertable($1::regclass, by_range('occurred_at'), "
+                            "migrate_data => true, if_not_exists => true)",
+                            table,
+                        )
+                    await self._record(conn, 2, "timescaledb hypertables")
+        self.timescale = await self._has_timescale(conn)
+        if self.timescale:
+            self.license = await conn.fetchval("SHOW timescaledb.license")
+            if self.license == "timescale" and 3 not in done:
+                async with conn.transaction():
+                    for table in RAW_TABLES:
+                        await conn.execute(f"ALTER TABLE {table} SET (timescaledb.compress)")
+                        await conn.execute(
+                            "SELECT add_compression_policy($1::regclass, interval '1 day', "
+                            "if_not_exists => true)",
+                            table,
+                        )
+                    await self._record(conn, 3, "timescaledb compression policies")
+        _LOGGER.info("Analytics store: %s", self.kind)
+
+    @staticmethod
+    async def _record(conn: asyncpg.Connection, version: int, name: str) -> None:
+        await conn.execute(
+            "INSERT INTO analytics_migrations (version, name) VALUES ($1, $2)", version, name
+        )
+
+    @staticmethod
+    async def _try_timescale(conn: asyncpg.Connection) -> None:
+        """Create the extension when the server offers it; plain PostgreSQL is fine too."""
+        available = await conn.fetchval(
+            "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
+        )
+        if not available:
+            return
+        try:
+            async with conn.transaction():
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        except asyncpg.PostgresError as err:
+            _LOGGER.warning("TimescaleDB is available but cannot be enabled here: %s", err)
+
+    @staticmethod
+    async def _has_timescale(conn: asyncpg.Connection) -> bool:
+        return bool(
+            await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
+        )
+
+    async def migrations(self) -> list[int]:
+        rows = await self._p().fetch("SELECT version FROM analytics_migrations ORDER BY version")
+        return [r[0] for r in rows]
+
+    async def insert(self, events: list[dict[str, Any]]) -> int:
+        records = [
+            (
+                e["event_id"],
+                e["type"],
+                e["version"],
+                _ts(e["occurred_at"]),
+                e["node_id"],
+                json.dumps(e["data"]),
+            )
+            for e in events
+        ]
+        try:
+            async with self._p().acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ROLLUP_LOCK)
+                await conn.execute(STAGING)
+                await conn.copy_records_to_table("analytics_staging", records=records)
+                status = await conn.execute(INSERTS[0])
+                for statement in INSERTS[1:]:
+                    await conn.execute(statement)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            raise StoreError(f"PostgreSQL: {err}") from err
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def rollup(self) -> dict[str, Any]:
+        async with self._p().acquire() as conn, conn.transaction():
+            # Waits for in-flight inserts: no row with a lower seq can commit after this.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", ROLLUP_LOCK)
+            low = await conn.fetchval(
+                "SELECT value FROM analytics_watermarks WHERE name = 'inference_rollup'"
+            )
+            low = int(low or 0)
+            high = int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM analytics_inference"))
+            buckets: dict[str, int] = {}
+            new_rows = int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM analytics_inference WHERE seq > $1 AND seq <= $2",
+                    low,
+                    high,
+                )
+            )
+            if new_rows:
+                for resolution, _width in ROLLUPS:
+                    status = await conn.execute(
+                        ROLLUP_SQL.format(unit=_UNITS[resolution]), resolution, low, high
+                    )
+                    buckets[resolution] = int(status.rsplit(" ", 1)[-1])
+                await conn.execute(
+                    "INSERT INTO analytics_watermarks VALUES ('inference_rollup', $1) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    high,
+                )
+        return {"new_rows": new_rows, "buckets": buckets}
+
+    async def retention(self, policy: RetentionPolicy, now: float) -> dict[str, Any]:
+        raw_cut = _ts(now - policy.raw_days * 86400)
+        deleted: dict[str, Any] = {}
+        async with self._p().acquire() as conn, conn.transaction():
+            for table in RAW_TABLES:
+                if self.timescale:
+                    chunks = await conn.fetch(
+                        "SELECT drop_chunks($1::regclass, older_than => $2::timestamptz)",
+                        table,
+                        raw_cut,
+                    )
+                    deleted[table] = f"{len(chunks)} chunks"
+                else:
+                    status = await conn.execute(
+                        f"DELETE FROM {table} WHERE occurred_at < $1",  # noqa: S608
+                        raw_cut,
+                    )
+                    deleted[table] = int(status.rsplit(" ", 1)[-1])
+            for resolution, days in (
+                ("1m", policy.minute_rollup_days),
+                ("1h", policy.hour_rollup_days),
+            ):
+                status = await conn.execute(
+                    "DELETE FROM analytics_inference_rollup WHERE resolution = $1 AND bucket < $2",
+                    resolution,
+                    _ts(now - days * 86400),
+                )
+                deleted[f"rollup_{resolution}"] = int(status.rsplit(" ", 1)[-1])
+        return {"deleted": deleted, "method": "drop_chunks" if self.timescale else "delete"}
+
+    async def totals(self, since: float) -> WindowTotals:
+        row = await self._p().fetchrow(TOTALS_SQL.format(since="$1"), _ts(since))
+        return _totals(row)
+
+    async def latency_at_rank(self, since: float, rank: int) -> float | None:
+        value = await self._p().fetchval(
+            RANK_SQL.format(since="$1", offset="$2"), _ts(since), rank - 1
+        )
+        return None if value is None else float(value)
+
+    async def power_readings(self, since: float) -> list[tuple[float, float]]:
+        rows = await self._p().fetch(POWER_SQL.format(since="$1"), _ts(since))
+        return [(r[0].timestamp(), float(r[1])) for r in rows]
+
+    async def rollups(self, resolution: str, since: float) -> list[RollupRow]:
+        rows = await self._p().fetch(
+            "SELECT * FROM analytics_inference_rollup WHERE resolution = $1 AND bucket >= $2 "
+            "ORDER BY bucket, side, model",
+            resolution,
+            _ts(since),
+        )
+        return [RollupRow(r[0], r[1].timestamp(), *r[2:]) for r in rows]
+
+    async def count(self, table: str = "analytics_events") -> int:
+        if table not in {*RAW_TABLES, "analytics_inference_rollup"}:
+            raise ValueError(table)
+        return int(await self._p().fetchval(f"SELECT count(*) FROM {table}"))  # noqa: S608

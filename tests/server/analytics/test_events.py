@@ -1,0 +1,72 @@
+"""Each topic's dataclass and its schema file agree, and the wire form validates."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from inference_server.analytics.events import (
+    PAYLOAD_TYPES,
+    AgentTaskEvent,
+    InferenceEvent,
+    LinkEvent,
+    MemoryEvent,
+    NodeHealthEvent,
+    PowerEvent,
+    RoutingEvent,
+    envelope,
+    topic_name,
+)
+from inference_server.analytics.schema import EventSchemaError, schema, validate_event
+
+SAMPLES = [
+    InferenceEvent(model="m", route="/v1/chat/completions", status=200, latency_ms=12.5),
+    RoutingEvent(mode="edge_first", decision="cloud", reason="edge queue full", fallback=True),
+    PowerEvent(kind="mode_change", mode="power_save", previous_mode="balanced"),
+    MemoryEvent(operation="demote", tier="hot", to_tier="warm", bytes=1024),
+    AgentTaskEvent(task_id="t1", state="succeeded", duration_ms=40.0),
+    NodeHealthEvent(
+        ready=True,
+        state="ready",
+        slots_busy=0,
+        slots_total=4,
+        queue_depth=0,
+        loaded_models=["gemma"],
+        uptime_seconds=3.0,
+    ),
+    LinkEvent(interface="wg0", status="up", handshake_age_seconds=12.0),
+]
+
+
+def test_every_topic_has_a_sample_and_names_are_versioned() -> None:
+    assert {type(s) for s in SAMPLES} == set(PAYLOAD_TYPES)
+    assert topic_name("prime_spark", "agent_task") == "prime_spark.agent_task.v1"
+
+
+@pytest.mark.parametrize("payload", SAMPLES, ids=lambda p: p.TYPE)
+def test_dataclass_matches_schema_file(payload: Any) -> None:
+    data_schema = schema(payload.TYPE, payload.VERSION)["properties"]["data"]
+    fields = {f.name for f in dataclasses.fields(payload)}
+    assert fields == set(data_schema["properties"]) == set(data_schema["required"])
+    event = envelope(payload, node_id="n1")
+    validate_event(event)
+    assert len(event["event_id"]) == 36
+
+
+def test_violations_name_the_topic_and_field() -> None:
+    event = envelope(MemoryEvent(operation="get", tier="hot"), node_id="n1")
+    event["data"]["tier"] = "lukewarm"
+    with pytest.raises(EventSchemaError, match=r"^memory\.v1: data/tier: 'lukewarm' is not one of"):
+        validate_event(event)
+    event = envelope(LinkEvent(interface="wg0", status="up"), node_id="n1")
+    event["version"] = 2
+    with pytest.raises(EventSchemaError, match="version 2 is not supported"):
+        validate_event(event)
+    event = envelope(LinkEvent(interface="wg0", status="up"), node_id="n1")
+    event["surprise"] = 1
+    with pytest.raises(EventSchemaError, match="Additional properties"):
+        validate_event(event)
+    with pytest.raises(EventSchemaError, match="JSON object"):
+        validate_event([1])

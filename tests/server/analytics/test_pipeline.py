@@ -1,0 +1,397 @@
+"""The whole pipeline with real parts: emit → spool → Kafka → sink → PostgreSQL (TimescaleDB).
+
+Kafka outages are played on a broker this module starts for itself (killed with SIGKILL and
+restarted on the same ports), or on an address where nothing listens; the shared broker is
+only ever used with topic names unique to the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from inference_server.analytics import Analytics, EventSchemaError, InferenceEvent
+from inference_server.analytics.events import EVENT_TYPES, topic_name
+from inference_server.analytics.kafka import KafkaSink
+from inference_server.analytics.store.postgres import PostgresStore
+from inference_server.config import AnalyticsSettings
+from tests.server.analytics.conftest import KafkaBroker, free_port
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]], timeout: float = 120.0, what: str = ""
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await condition():
+            return
+        await asyncio.sleep(0.25)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def event(i: int) -> InferenceEvent:
+    return InferenceEvent(
+        model="gemma",
+        route="/v1/chat/completions",
+        status=200,
+        latency_ms=float(i % 500),
+        completion_tokens=i % 50,
+        generation_ms=float(i % 500),
+    )
+
+
+async def ids_in_db(dsn: str, prefix_ids: set[str]) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT event_id::text FROM analytics_events WHERE event_id = ANY($1::uuid[])",
+            list(prefix_ids),
+        )
+    except asyncpg.UndefinedTableError:  # not migrated yet
+        return []
+    finally:
+        await conn.close()
+    return [r[0] for r in rows]
+
+
+def settings(tmp_path: Path, **kw: Any) -> AnalyticsSettings:
+    base: dict[str, Any] = {
+        "spool_dir": tmp_path / "spool",
+        "consumer_group": f"g-{uuid.uuid4().hex[:8]}",
+        "linger_ms": 5,
+        "rollup_interval": 3600,
+        "retention_interval": 3600,
+    }
+    base.update(kw)
+    return AnalyticsSettings(**base)
+
+
+async def test_kafka_killed_mid_stream_every_event_lands_exactly_once(
+    tmp_path: Path, own_kafka: KafkaBroker, pg_dsn: str, topic_prefix: str
+) -> None:
+    analytics = Analytics(
+        settings(
+            tmp_path,
+            kafka_bootstrap=own_kafka.bootstrap,
+            topic_prefix=topic_prefix,
+            postgres_dsn=pg_dsn,
+        ),
+        node_id="node-a",
+        data_dir=tmp_path,
+    )
+    await analytics.start()
+    emitted: set[str] = set()
+    try:
+        for i in range(1500):
+            emitted.add(analytics.emit(event(i)))
+            if i % 100 == 0:
+                await asyncio.sleep(0.05)
+        await wait_for(
+            lambda: _stored_some(pg_dsn, emitted), what="the first events to reach PostgreSQL"
+        )
+        own_kafka.kill()  # mid-stream: the producer and the sink both lose the broker
+        for i in range(1500, 3000):
+            emitted.add(analytics.emit(event(i)))
+            if i % 100 == 0:
+                await asyncio.sleep(0.05)
+
+        async def spooled() -> bool:
+            return analytics.spool.backlog > 0 and not analytics.delivery.connected
+
+        await wait_for(spooled, 60, "the spool to hold the outage's events")
+        assert analytics.health()["healthy"] is False
+        own_kafka.start()
+
+        async def all_stored() -> bool:
+            return len(await ids_in_db(pg_dsn, emitted)) == len(emitted)
+
+        await wait_for(all_stored, 180, "every event to reach PostgreSQL after the restart")
+        stored = await ids_in_db(pg_dsn, emitted)
+        assert len(stored) == len(set(stored)) == 3000
+        assert set(stored) == emitted
+        assert analytics.spool.backlog == 0
+        print(f"store path: {analytics.store.kind}")
+    finally:
+        await analytics.stop()
+
+
+async def _stored_some(dsn: str, ids: set[str]) -> bool:
+    return len(await ids_in_db(dsn, ids)) > 0
+
+
+class CrashAfterInsert:
+    """A store whose n-th insert commits and then 'crashes' before the offsets are committed."""
+
+    def __init__(self, store: PostgresStore, crash_on: int) -> None:
+        self.store = store
+        self.crash_on = crash_on
+        self.calls = 0
+        self.crashed = asyncio.Event()
+
+    async def insert(self, events: list[dict[str, Any]]) -> int:
+        self.calls += 1
+        added = await self.store.insert(events)
+        if self.calls == self.crash_on:
+            self.crashed.set()
+            await asyncio.Event().wait()  # hangs here until the task is cancelled ("killed")
+        return added
+
+
+async def test_sink_killed_resumes_from_committed_offsets_without_duplicates(
+    tmp_path: Path, kafka_bootstrap: str, pg_dsn: str, topic_prefix: str
+) -> None:
+    producer_side = Analytics(
+        settings(tmp_path, kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, sink=False),
+        node_id="node-b",
+        data_dir=tmp_path,
+    )
+    await producer_side.start()
+    emitted = {producer_side.emit(event(i)) for i in range(2000)}
+    await wait_for(lambda: _true(producer_side.delivered == 2000), 60, "the events to reach Kafka")
+    await producer_side.stop()
+
+    store = PostgresStore(pg_dsn)
+    await store.open()
+    topics = [topic_name(topic_prefix, t, v) for t, v in EVENT_TYPES.items()]
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    try:
+        crashing = CrashAfterInsert(store, crash_on=2)
+        first = KafkaSink(
+            kafka_bootstrap, topics=topics, group_id=group, store=crashing, max_records=300
+        )  # type: ignore[arg-type]
+        task = asyncio.create_task(first.run())
+        await asyncio.wait_for(crashing.crashed.wait(), 30)
+        task.cancel()  # killed between the durable write and the offset commit
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        partial = len(await ids_in_db(pg_dsn, emitted))
+        assert 0 < partial < 2000
+
+        second = KafkaSink(kafka_bootstrap, topics=topics, group_id=group, store=store)
+        task = asyncio.create_task(second.run())
+        try:
+            await wait_for(
+                lambda: _count_is(pg_dsn, emitted, 2000), 120, "the second sink to finish"
+            )
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        # Resumed from the committed offsets (batch 1 is not read again), and the batch whose
+        # commit was lost was re-read but added nothing: exactly once.
+        assert first.consumed > 0
+        assert second.consumed == 2000 - first.consumed
+        assert second.stored == 2000 - partial
+        assert second.consumed > second.stored  # the uncommitted batch came back, added nothing
+        stored = await ids_in_db(pg_dsn, emitted)
+        assert len(stored) == 2000 and set(stored) == emitted
+    finally:
+        await store.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _count_is(dsn: str, ids: set[str], n: int) -> bool:
+    return len(await ids_in_db(dsn, ids)) == n
+
+
+async def test_restart_with_a_full_spool_replays_everything(
+    tmp_path: Path, kafka_bootstrap: str, pg_dsn: str, topic_prefix: str
+) -> None:
+    """Kafka unreachable (nothing listens there), the server stops with a full spool, and the
+    next start (now pointed at the real broker) replays it all."""
+    dead = f"127.0.0.1:{free_port()}"
+    first = Analytics(
+        settings(tmp_path, kafka_bootstrap=dead, topic_prefix=topic_prefix, postgres_dsn=pg_dsn),
+        node_id="node-c",
+        data_dir=tmp_path,
+    )
+    await first.start()
+    emitted = {first.emit(event(i)) for i in range(2500)}
+    await wait_for(lambda: _true(first.spool.backlog == 2500), 30, "the spool to take the events")
+    await first.stop()
+    assert len(await ids_in_db(pg_dsn, emitted)) == 0
+    assert sum(p.stat().st_size for p in (tmp_path / "spool").glob("*.log")) > 0
+
+    second = Analytics(
+        settings(
+            tmp_path,
+            kafka_bootstrap=kafka_bootstrap,
+            topic_prefix=topic_prefix,
+            postgres_dsn=pg_dsn,
+        ),
+        node_id="node-c",
+        data_dir=tmp_path,
+    )
+    await second.start()
+    try:
+        assert second.spool.backlog == 2500
+        await wait_for(lambda: _count_is(pg_dsn, emitted, 2500), 120, "the replay")
+        assert second.spool.backlog == 0
+        assert second.kafka_connected
+    finally:
+        await second.stop()
+
+
+async def test_schema_violations_are_rejected_with_a_clear_error(
+    tmp_path: Path, kafka_bootstrap: str, pg_dsn: str, topic_prefix: str
+) -> None:
+    analytics = Analytics(
+        settings(
+            tmp_path,
+            kafka_bootstrap=kafka_bootstrap,
+            topic_prefix=topic_prefix,
+            postgres_dsn=pg_dsn,
+        ),
+        node_id="node-d",
+        data_dir=tmp_path,
+    )
+    await analytics.start()
+    try:
+        bad = InferenceEvent(model="m", route="/v1/x", status=200, latency_ms=-5)
+        with pytest.raises(EventSchemaError, match=r"inference\.v1: data/latency_ms: -5 is less"):
+            analytics.emit(bad)
+        assert analytics.rejected["emit"] == 1
+        # Someone else writes garbage and a schema-breaking event to our topic: the sink
+        # rejects them, keeps the valid ones, and is not stuck on them (offsets move on).
+        topic = topic_name(topic_prefix, "inference")
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"not json")
+            await producer.send_and_wait(topic, b'{"event_id":"x","type":"inference","version":1}')
+        finally:
+            await producer.stop()
+        good = analytics.emit(event(1))
+
+        async def done() -> bool:
+            sink = analytics.sink
+            return (
+                sink is not None
+                and sink.rejected == 2
+                and len(await ids_in_db(pg_dsn, {good})) == 1
+            )
+
+        await wait_for(done, 120, "the sink to reject two and store one")
+        assert analytics.sink is not None
+        assert "inference.v1" in (analytics.sink.last_rejection or "")
+    finally:
+        await analytics.stop()
+
+
+async def test_embedded_default_spools_straight_into_sqlite(tmp_path: Path) -> None:
+    """No Kafka, no PostgreSQL: spool → SQLite, and a restart with a backlog replays it."""
+    first = Analytics(settings(tmp_path), node_id="node-e", data_dir=tmp_path)
+    await first.start()
+    ids = {first.emit(event(i)) for i in range(500)}
+    await wait_for(lambda: _sqlite_count(first, 500), 30, "SQLite to take the events")
+    assert first.health()["store"] == "sqlite"
+    assert first.kafka_connected is None
+    summary = await first.summary("5m")
+    assert summary["requests"] == 500
+    job = await first.scheduler.run_job("rollup")
+    assert job.last_result == "ok" and job.last_detail == {
+        "new_rows": 500,
+        "buckets": job.last_detail["buckets"],  # type: ignore[index]
+    }
+    await first.stop()
+    assert len(ids) == 500
+
+    second = Analytics(settings(tmp_path), node_id="node-e", data_dir=tmp_path)
+    await second.start()
+    try:
+        assert await second.store.count("analytics_inference") == 500
+    finally:
+        await second.stop()
+
+
+async def _sqlite_count(analytics: Analytics, n: int) -> bool:
+    return await analytics.store.count("analytics_inference") == n
+
+
+class TcpProxy:
+    """A loopback TCP forwarder to the real PostgreSQL that a test can take down and bring
+    back: the database 'goes away' for this test alone, never for the other engineers."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        """Refuse new connections and cut every open one."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+        if server is not None:
+            await server.wait_closed()  # returns once the cut connections are gone
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+
+async def test_postgres_down_at_start_and_mid_stream_loses_nothing(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """No Kafka, PostgreSQL configured: the store is unreachable at start, comes back, goes
+    away mid-stream and comes back again; the spool holds everything meanwhile."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(pg_dsn)
+    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5432)
+    dsn = pg_dsn.replace(f"{url.hostname}:{url.port}", f"127.0.0.1:{proxy.port}")
+    analytics = Analytics(settings(tmp_path, postgres_dsn=dsn), node_id="node-f", data_dir=tmp_path)
+    await analytics.start()  # nothing listens yet
+    emitted: set[str] = set()
+    try:
+        assert analytics.store_error is not None
+        assert analytics.health()["healthy"] is False
+        emitted |= {analytics.emit(event(i)) for i in range(400)}
+        await wait_for(lambda: _true(analytics.spool.backlog == 400), 30, "the spool")
+        await proxy.start()
+        await wait_for(lambda: _count_is(pg_dsn, emitted, 400), 60, "the store to come back")
+        assert analytics.store_error is None
+        await proxy.stop()  # mid-stream
+        emitted |= {analytics.emit(event(i)) for i in range(400, 800)}
+        await wait_for(lambda: _true(analytics.spool.backlog >= 400), 30, "the second outage")
+        await proxy.start()
+        await wait_for(lambda: _count_is(pg_dsn, emitted, 800), 90, "every event once")
+        assert analytics.spool.backlog == 0
+    finally:
+        await analytics.stop()
+        await proxy.stop()

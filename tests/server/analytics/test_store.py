@@ -1,0 +1,190 @@
+"""Both stores against the same hand-computed fixture: idempotent inserts, rollups, summary,
+retention, migrations. PostgreSQL is the real server (TimescaleDB when it has the extension);
+SQLite is the embedded default."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inference_server.analytics.events import InferenceEvent, PowerEvent, envelope
+from inference_server.analytics.store import RetentionPolicy, Store
+from inference_server.analytics.store.postgres import PostgresStore
+from inference_server.analytics.store.sqlite import SqliteStore
+from inference_server.analytics.summary import summarize
+
+NOW = 1_800_000_000.0  # a fixed "now", on a whole hour (1_800_000_000 % 3600 == 0)
+T0 = NOW - 600  # ten minutes before now, on a whole minute
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        s: Store = SqliteStore(tmp_path / "a.sqlite3")
+    else:
+        # One fresh schema-less database per session; tables are emptied between tests.
+        dsn = request.getfixturevalue("pg_dsn")
+        s = PostgresStore(dsn)
+    await s.open()
+    if isinstance(s, PostgresStore):
+        pool = s._p()
+        await pool.execute(
+            "TRUNCATE analytics_events, analytics_inference, analytics_power, "
+            "analytics_inference_rollup, analytics_watermarks"
+        )
+    yield s
+    await s.close()
+
+
+def inference(at: float, **kw: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "model": "gemma",
+        "route": "/v1/chat/completions",
+        "status": 200,
+        "latency_ms": 100.0,
+    }
+    fields.update(kw)
+    return envelope(InferenceEvent(**fields), node_id="n1", occurred_at=at)
+
+
+def power(at: float, watts: float) -> dict[str, Any]:
+    return envelope(
+        PowerEvent(kind="reading", watts=watts, source="test"), node_id="n1", occurred_at=at
+    )
+
+
+# The fixture, by hand:
+#  minute T0:      3 edge requests, latencies 100, 200, 300 ms, 10+20+30 completion tokens
+#                  over 100+200+300 ms of decoding; one exact cache hit, one miss
+#  minute T0+60:   1 cloud request 400 ms (40 tokens over 400 ms), 1 edge error (status 500, 5 ms)
+#  power:          10 W at T0, 20 W at T0+60, 20 W at T0+120 → 15 W·60 s + 20 W·60 s = 2100 J
+FIXTURE = [
+    inference(T0 + 1, latency_ms=100, completion_tokens=10, generation_ms=100, cache="exact"),
+    inference(T0 + 2, latency_ms=200, completion_tokens=20, generation_ms=200, cache="miss"),
+    inference(T0 + 3, latency_ms=300, completion_tokens=30, generation_ms=300),
+    inference(T0 + 61, latency_ms=400, completion_tokens=40, generation_ms=400, side="cloud"),
+    inference(T0 + 62, latency_ms=5, status=500),
+    power(T0, 10),
+    power(T0 + 60, 20),
+    power(T0 + 120, 20),
+]
+
+
+async def test_insert_is_idempotent_by_event_id(store: Store) -> None:
+    assert await store.insert(FIXTURE) == len(FIXTURE)
+    # A replay (spool resend, Kafka redelivery) and duplicates inside one batch add nothing.
+    assert await store.insert(FIXTURE + FIXTURE[:2]) == 0
+    assert await store.count("analytics_events") == len(FIXTURE)
+    assert await store.count("analytics_inference") == 5
+    assert await store.count("analytics_power") == 3
+    assert await store.migrations() == sorted(await store.migrations())
+    assert 1 in await store.migrations()
+
+
+async def test_summary_matches_the_hand_computed_fixture(store: Store) -> None:
+    await store.insert(FIXTURE)
+    s = await summarize(store, "1h", now=NOW)
+    assert s["requests"] == 5
+    assert s["errors"] == 1
+    assert s["requests_per_minute"] == round(5 / 60, 3)
+    # successful latencies 100, 200, 300, 400: p50 = 2nd, p95 = ceil(3.8) = 4th
+    assert s["latency_p50_ms"] == 200
+    assert s["latency_p95_ms"] == 400
+    assert s["completion_tokens"] == 100
+    assert s["tokens_per_second"] == 100.0  # 100 tokens over 1.0 s of decoding
+    assert s["edge_share"] == 0.8
+    assert s["cloud_share"] == 0.2
+    assert s["cache_hit_rate"] == 0.5
+    assert s["energy_wh"] == round(2100 / 3600, 4)
+    assert s["energy_per_request_wh"] == round(2100 / 3600 / 5, 6)
+    # 5 minutes back from NOW holds nothing of the fixture
+    empty = await summarize(store, "5m", now=NOW)
+    assert empty["requests"] == 0
+    assert empty["latency_p95_ms"] is None
+    assert empty["energy_per_request_wh"] is None
+
+
+async def test_rollups_match_the_hand_computed_fixture(store: Store) -> None:
+    await store.insert(FIXTURE)
+    result = await store.rollup()
+    assert result["new_rows"] == 5
+    minutes = {(r.bucket, r.side): r for r in await store.rollups("1m", 0)}
+    assert set(minutes) == {(T0, "edge"), (T0 + 60, "cloud"), (T0 + 60, "edge")}
+    first = minutes[(T0, "edge")]
+    assert (first.requests, first.errors, first.completion_tokens) == (3, 0, 60)
+    assert (first.latency_ms_sum, first.latency_ms_max) == (600, 300)
+    assert (first.cache_hits, first.cache_misses) == (1, 1)
+    assert minutes[(T0 + 60, "edge")].errors == 1
+    hours = await store.rollups("1h", 0)
+    assert {(r.bucket, r.side, r.requests) for r in hours} == {
+        (NOW - 3600, "edge", 4),
+        (NOW - 3600, "cloud", 1),
+    }
+    # A late event (a spool replayed after an outage) lands in an old bucket: recomputed.
+    await store.insert([inference(T0 + 4, latency_ms=50)])
+    assert (await store.rollup())["new_rows"] == 1
+    minutes = {(r.bucket, r.side): r for r in await store.rollups("1m", 0)}
+    assert minutes[(T0, "edge")].requests == 4
+    assert (await store.rollup())["new_rows"] == 0
+
+
+async def test_retention_deletes_only_what_is_older_than_the_policy(store: Store) -> None:
+    old = inference(NOW - 10 * 86400)
+    await store.insert([*FIXTURE, old])
+    await store.rollup()
+    detail = await store.retention(RetentionPolicy(raw_days=7), NOW)
+    assert "deleted" in detail
+    assert await store.count("analytics_inference") == 5
+    assert await store.count("analytics_events") == len(FIXTURE)
+
+
+async def test_postgres_path_reports_timescale(pg_dsn: str) -> None:
+    """Says which path ran: here TimescaleDB (Apache licence) with hypertables, app rollups."""
+    s = PostgresStore(pg_dsn)
+    await s.open()
+    try:
+        print(f"PostgreSQL analytics path: {s.kind}")
+        assert s.kind in {"postgresql", "timescaledb", "timescaledb-apache"}
+        if s.timescale:
+            assert 2 in await s.migrations()
+            tables = {
+                r[0]
+                for r in await s._p().fetch(
+                    "SELECT hypertable_name FROM timescaledb_information.hypertables"
+                )
+            }
+            assert {"analytics_events", "analytics_inference", "analytics_power"} <= tables
+        # And a second open (another node, a restart) migrates nothing twice.
+        before = await s.migrations()
+        await s.close()
+        await s.open()
+        assert await s.migrations() == before
+    finally:
+        await s.close()
+
+
+async def test_plain_postgres_path_without_timescale(pg_dsn: str) -> None:
+    """timescale: false exercises the plain-PostgreSQL path on the same server."""
+    base = pg_dsn.rsplit("/", 1)[0]
+    import asyncpg
+
+    name = f"ps_plain_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(pg_dsn)
+    await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        s = PostgresStore(f"{base}/{name}", timescale=False)
+        await s.open()
+        try:
+            assert s.kind == "postgresql"
+            await s.insert(FIXTURE)
+            assert (await summarize(s, "1h", now=NOW))["latency_p95_ms"] == 400
+            assert (await s.retention(RetentionPolicy(), NOW))["method"] == "delete"
+        finally:
+            await s.close()
+    finally:
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()
