@@ -15,7 +15,8 @@ import aiohttp_cors
 from aiohttp import web
 
 from inference_server import __version__
-from inference_server.api import control, health, openai
+from inference_server.agents.service import AGENTS_KEY, AgentService, agents_lifecycle
+from inference_server.api import agents, control, health, openai
 from inference_server.api.errors import error_middleware
 from inference_server.config import Settings
 from inference_server.discovery import Advertiser
@@ -59,10 +60,12 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
         settings.security, (bootstrap,) if bootstrap is not None else ()
     )
     app[RATE_LIMITER_KEY] = RateLimiter(settings.security.rate_limit_per_minute)
-    for table in (openai.routes, control.routes, health.routes):
+    app[AGENTS_KEY] = AgentService(node)
+    for table in (openai.routes, control.routes, health.routes, agents.routes):
         app.router.add_routes(table)
     _setup_cors(app, settings)
     app.cleanup_ctx.append(_engine_lifecycle)
+    app.cleanup_ctx.append(agents_lifecycle)
     app.on_shutdown.append(_close_event_streams)
     if settings.discovery.enabled:
         app.cleanup_ctx.append(_discovery_lifecycle)
