@@ -62,9 +62,7 @@ def wait_agents(server: ServerProcess, count: int, timeout: float = 60.0) -> lis
 
 
 @pytest.fixture(scope="module", params=["local", "redis"])
-def agent_server(
-    request: pytest.FixtureRequest, make_server: Any, redis_url: str
-) -> ServerProcess:
+def agent_server(request: pytest.FixtureRequest, make_server: Any, redis_url: str) -> ServerProcess:
     """One node with every built-in agent plus the test agents, on either broker."""
     agents = dict(FAST_AGENTS)
     agents["capacity"] = {"test.sleep": 1}

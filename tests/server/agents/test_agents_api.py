@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.server.agents.conftest import submit, wait_task
+from tests.server.api.test_http_contract import assert_matches_contract
 from tests.server.server_process import TOKENS, ServerProcess
 
 
@@ -43,7 +44,10 @@ def test_summarise_and_embed(agent_server: ServerProcess) -> None:
     summary = submit(
         agent_server,
         capability="llm",
-        payload={"summarise": "The front door opened at 8. The lights went off at 9.", "max_tokens": 16},
+        payload={
+            "summarise": "The front door opened at 8. The lights went off at 9.",
+            "max_tokens": 16,
+        },
         wait=60,
     )
     assert summary["state"] == "succeeded", summary
@@ -63,29 +67,44 @@ def test_memory_store_recall_forget(agent_server: ServerProcess) -> None:
     )
     assert stored["result"] == {"key": "door-code-hint", "stored": True}
     recalled = submit(
-        agent_server, capability="memory", payload={"op": "recall", "key": "door-code-hint"}, wait=30
+        agent_server,
+        capability="memory",
+        payload={"op": "recall", "key": "door-code-hint"},
+        wait=30,
     )
     assert recalled["result"] == {"key": "door-code-hint", "found": True, "value": {"hint": "blue"}}
     forgot = submit(
-        agent_server, capability="memory", payload={"op": "forget", "key": "door-code-hint"}, wait=30
+        agent_server,
+        capability="memory",
+        payload={"op": "forget", "key": "door-code-hint"},
+        wait=30,
     )
     assert forgot["result"]["forgotten"] is True
     again = submit(
-        agent_server, capability="memory", payload={"op": "recall", "key": "door-code-hint"}, wait=30
+        agent_server,
+        capability="memory",
+        payload={"op": "recall", "key": "door-code-hint"},
+        wait=30,
     )
     assert again["result"]["found"] is False
 
 
 def test_idempotency_key_returns_the_same_task(agent_server: ServerProcess) -> None:
     key = f"idem-{time.time_ns()}"
-    first = submit(agent_server, capability="test.sleep", payload={"seconds": 0}, idempotency_key=key)
-    second = submit(agent_server, capability="test.sleep", payload={"seconds": 0}, idempotency_key=key)
+    first = submit(
+        agent_server, capability="test.sleep", payload={"seconds": 0}, idempotency_key=key
+    )
+    second = submit(
+        agent_server, capability="test.sleep", payload={"seconds": 0}, idempotency_key=key
+    )
     assert first["created"] is True
     assert second["created"] is False
     assert second["id"] == first["id"]
     done = wait_task(agent_server, first["id"])
     assert done["state"] == "succeeded"
-    third = submit(agent_server, capability="test.sleep", payload={"seconds": 0}, idempotency_key=key)
+    third = submit(
+        agent_server, capability="test.sleep", payload={"seconds": 0}, idempotency_key=key
+    )
     assert third["id"] == first["id"]
     assert third["state"] == "succeeded"
 
@@ -202,9 +221,7 @@ def test_bad_input_is_a_clear_4xx(
     agent_server: ServerProcess, method: str, path: str, body: Any, status: int, text: str
 ) -> None:
     raw = body if isinstance(body, bytes) else None
-    got, _, answer = agent_server.request(
-        method, path, None if raw is not None else body, raw=raw
-    )
+    got, _, answer = agent_server.request(method, path, None if raw is not None else body, raw=raw)
     assert got == status, answer
     assert text in answer["error"]["message"]
 
@@ -218,3 +235,16 @@ def test_roles(agent_server: ServerProcess) -> None:
     assert "operator" in answer["error"]["message"]
     status, _, _ = agent_server.request("GET", "/api/v1/agents", token=None)
     assert status == 401
+
+
+def test_answers_match_the_contract(agent_server: ServerProcess) -> None:
+    task = submit(agent_server, capability="test.sleep", payload={"seconds": 0.2})
+    assert_matches_contract("POST", "/api/v1/agents/tasks", 202, task)
+    template = "/api/v1/agents/tasks/{task_id}"
+    status, _, body = agent_server.request("GET", f"/api/v1/agents/tasks/{task['id']}?wait=30")
+    assert_matches_contract("GET", template, status, body)
+    for path in ("/api/v1/agents", "/api/v1/agents/tasks", "/api/v1/agents/dead-letters"):
+        status, _, body = agent_server.request("GET", path)
+        assert_matches_contract("GET", path, status, body)
+    status, _, body = agent_server.request("POST", f"/api/v1/agents/tasks/{task['id']}/cancel")
+    assert_matches_contract("POST", template + "/cancel", status, body)
