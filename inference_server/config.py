@@ -194,7 +194,9 @@ def _capacity_map(value: Any) -> dict[str, int]:
     return vol.Schema({vol.Match(r"^[a-z][a-z0-9_.-]{0,63}$"): _positive_int(1, 1024)})(value)  # type: ignore[no-any-return]
 
 
-def _redis_url(value: Any) -> str:
+def _redis_url(value: Any) -> str | None:
+    if value is None:
+        return None
     if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
         raise vol.Invalid("expected a redis://, rediss:// or unix:// URL")
     return value
@@ -268,12 +270,7 @@ SCHEMA = vol.Schema(
         },
         vol.Optional("agents", default={}): vol.All(
             {
-                vol.Optional("redis_url"): vol.Any(
-                    None,
-                    vol.All(
-                        str, vol.Match(r"^(redis|rediss|unix)://", msg="expected a redis:// URL")
-                    ),
-                ),
+                vol.Optional("redis_url"): _redis_url,
                 vol.Optional("key_prefix"): vol.All(str, vol.Length(min=1, max=64)),
                 vol.Optional("tier"): vol.All(str, vol.Length(min=1, max=32)),
                 vol.Optional("enabled"): vol.Any(None, _string_list),

@@ -215,6 +215,7 @@ class AgentRunner:
         return result
 
     async def _heartbeat(self) -> None:
+        failing = False
         while True:
             for worker in self._workers:
                 worker.info.load = len(worker.running)
@@ -223,8 +224,13 @@ class AgentRunner:
                     owned = [(r.delivery, r.attempt) for r in worker.running.values() if r.attempt]
                     lost = await self._broker.keepalive(worker.info.name, owned)
                 except BrokerUnavailableError as err:
-                    _LOGGER.warning("Agent heartbeat failed: %s", err)
+                    if not failing:  # once per outage, not every beat
+                        _LOGGER.warning("Agent heartbeats fail until the broker is back: %s", err)
+                    failing = True
                     continue
+                if failing:
+                    _LOGGER.info("Agent heartbeats go through again")
+                    failing = False
                 for task_id in lost:
                     running = worker.running.get(task_id)
                     if running is not None and running.task is not None:

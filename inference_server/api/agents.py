@@ -9,7 +9,7 @@ finished task is a 409; the shared broker being unreachable is a 503 the client 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,6 +21,7 @@ from inference_server.agents.model import (
     CAPABILITY_PATTERN,
     PRIORITIES,
     TASK_STATES,
+    AgentInfo,
     BrokerUnavailableError,
     TaskRecord,
     TaskSpec,
@@ -129,8 +130,16 @@ async def list_agents(request: web.Request) -> web.Response:
     )
 
 
+def _offers(agents: Iterable[AgentInfo], capability: str) -> bool:
+    return any(capability in a.capabilities for a in agents)
+
+
 async def _require_agent(service: AgentService, capability: str) -> None:
-    if any(capability in a.capabilities for a in await service.broker.agents()):
+    """The watcher's snapshot (a second old) answers most submits without a Redis round trip;
+    only a capability missing from it is checked against the registry itself."""
+    if _offers(service.known_agents.values(), capability) or _offers(
+        await service.broker.agents(), capability
+    ):
         return
     hint = service.unavailable.get(capability)
     detail = f" ({hint} on this node)" if hint else ""
