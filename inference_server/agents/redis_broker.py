@@ -47,15 +47,7 @@ _LOGGER = logging.getLogger(__name__)
 GROUP = "workers"
 REQUEUE_INTERVAL = 0.2
 LIST_SCAN_LIMIT = 5000
-
-
-@contextlib.asynccontextmanager
-async def _guard() -> AsyncIterator[None]:
-    """Redis being away is a condition callers handle (503, retry), not a crash."""
-    try:
-        yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as err:
-        raise BrokerUnavailableError(f"Redis is unavailable: {err}") from err
+HEALTH_CHECK_SECONDS = 2
 
 
 def _float(value: str | None) -> float | None:
@@ -90,13 +82,27 @@ class RedisBroker(Broker):
         super().__init__()
         self.settings = settings
         self.prefix = prefix
-        self.redis: Redis = Redis.from_url(url, decode_responses=True)
+        # A pooled connection idle for a while is pinged before use, so one left broken by a
+        # Redis restart is replaced instead of failing a request. Commands themselves are not
+        # retried blindly: a resent submit could queue a task twice.
+        self.redis: Redis = Redis.from_url(
+            url, decode_responses=True, health_check_interval=HEALTH_CHECK_SECONDS
+        )
         # redis-py's stubs type replies as bytes | str | Any; with decode_responses they are str.
         self._r: Any = self.redis
         self._channel = f"{prefix}events"
         self._scripts: dict[str, AsyncScript] = {
             name: self.redis.register_script(getattr(scripts, name))
-            for name in ("SUBMIT", "BEGIN", "SUCCEED", "FAIL", "REQUEUE_DUE", "CANCEL", "KEEPALIVE")
+            for name in (
+                "SUBMIT",
+                "BEGIN",
+                "SUCCEED",
+                "FAIL",
+                "REQUEUE_DUE",
+                "CANCEL",
+                "KEEPALIVE",
+                "FETCH",
+            )
         }
         self._groups_ready: set[str] = set()
         self._next_reclaim: dict[str, float] = {}
@@ -125,6 +131,20 @@ class RedisBroker(Broker):
     @property
     def _ttl_ms(self) -> int:
         return int(self.settings.result_ttl * 1000)
+
+    @contextlib.asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        """Redis being away is a condition callers handle (503, retry), not a crash.
+
+        The idle pooled connections are dropped too: after a Redis restart every one of them
+        is dead, and each would otherwise fail one more request before it is replaced.
+        """
+        try:
+            yield
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as err:
+            with contextlib.suppress(Exception):
+                await self.redis.connection_pool.disconnect(inuse_connections=False)
+            raise BrokerUnavailableError(f"Redis is unavailable: {err}") from err
 
     # --- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -172,7 +192,7 @@ class RedisBroker(Broker):
         task_id = uuid.uuid4().hex
         now = time.time()
         idem = spec.idempotency_key or ""
-        async with _guard():
+        async with self._guard():
             created, got_id = await self._scripts["SUBMIT"](
                 keys=[
                     f"{self.prefix}idem:{idem}",
@@ -194,13 +214,25 @@ class RedisBroker(Broker):
                     self._channel,
                 ],
             )
+        if created:  # what the script wrote; no second round trip
+            return TaskRecord(
+                id=task_id,
+                capability=spec.capability,
+                payload=spec.payload,
+                priority=spec.priority,
+                state="queued",
+                created_at=now,
+                updated_at=now,
+                deadline=spec.deadline,
+                idempotency_key=spec.idempotency_key,
+            ), True
         record = await self.get(str(got_id))
         if record is None:  # pragma: no cover - expired between the script and the read
             raise BrokerUnavailableError("the task vanished right after it was submitted")
-        return record, bool(created)
+        return record, False
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        async with _guard():
+        async with self._guard():
             data = await self._r.hgetall(self._task(task_id))
         return _record(data) if data else None
 
@@ -211,7 +243,7 @@ class RedisBroker(Broker):
         out: list[TaskRecord] = []
         start = 0
         page = max(limit, 100)
-        async with _guard():
+        async with self._guard():
             while len(out) < limit and start < LIST_SCAN_LIMIT:
                 ids = await self._r.zrevrange(index, start, start + page - 1)
                 if not ids:
@@ -235,7 +267,7 @@ class RedisBroker(Broker):
         return out[:limit]
 
     async def cancel(self, task_id: str) -> TaskRecord | None:
-        async with _guard():
+        async with self._guard():
             await self._scripts["CANCEL"](
                 keys=[self._task(task_id), self._stats, self._delayed],
                 args=[repr(time.time()), self._ttl_ms, self._channel, GROUP],
@@ -243,7 +275,7 @@ class RedisBroker(Broker):
         return await self.get(task_id)
 
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
-        async with _guard():
+        async with self._guard():
             entries = await self._r.xrevrange(self._dead, count=limit)
         return [
             DeadLetter(
@@ -259,7 +291,7 @@ class RedisBroker(Broker):
         ]
 
     async def counts(self) -> Counts:
-        async with _guard():
+        async with self._guard():
             raw = await self._r.hgetall(self._stats)
         counts = Counts()
         for key, value in raw.items():
@@ -275,20 +307,20 @@ class RedisBroker(Broker):
     async def heartbeat(self, agent: AgentInfo) -> None:
         agent.last_seen = time.time()
         ttl = int(self.settings.agent_timeout * 1000)
-        async with _guard(), self._r.pipeline(transaction=True) as pipe:
+        async with self._guard(), self._r.pipeline(transaction=True) as pipe:
             pipe.set(f"{self.prefix}agent:{agent.name}", json.dumps(agent.to_json()), px=ttl)
             pipe.zadd(f"{self.prefix}agents", {agent.name: agent.last_seen})
             await pipe.execute()
 
     async def deregister(self, name: str) -> None:
-        async with _guard(), self._r.pipeline(transaction=True) as pipe:
+        async with self._guard(), self._r.pipeline(transaction=True) as pipe:
             pipe.delete(f"{self.prefix}agent:{name}")
             pipe.zrem(f"{self.prefix}agents", name)
             await pipe.execute()
 
     async def agents(self) -> list[AgentInfo]:
         index = f"{self.prefix}agents"
-        async with _guard():
+        async with self._guard():
             names = await self._r.zrange(index, 0, -1)
             if not names:
                 return []
@@ -339,7 +371,7 @@ class RedisBroker(Broker):
     async def fetch(
         self, capability: str, consumer: str, count: int, block: float
     ) -> list[Delivery]:
-        async with _guard():
+        async with self._guard():
             try:
                 return await self._fetch(capability, consumer, count, block)
             except redis_errors.ResponseError as err:
@@ -375,18 +407,24 @@ class RedisBroker(Broker):
                         self.settings.reclaim_idle,
                     )
                 out.extend(claimed)
-        for priority in PRIORITIES:
-            if len(out) >= count:
-                break
-            stream = self._stream(capability, priority)
-            reply = await self._r.xreadgroup(GROUP, consumer, {stream: ">"}, count=count - len(out))
-            for name, entries in reply or []:
-                out.extend(self._deliveries(capability, name, entries))
+        if len(out) < count:
+            reply = await self._scripts["FETCH"](
+                keys=[self._stream(capability, p) for p in PRIORITIES],
+                args=[GROUP, consumer, count - len(out)],
+            )
+            out.extend(
+                Delivery(task_id=task_id, capability=capability, token=f"{stream} {entry_id}")
+                for stream, entry_id, task_id in reply
+            )
         if out or block <= 0:
             return out
-        streams = {self._stream(capability, p): ">" for p in PRIORITIES}
+        # Blocked, Redis answers with the one stream that got an entry first: at most count.
         reply = await self._r.xreadgroup(
-            GROUP, consumer, streams, count=count, block=max(1, int(block * 1000))
+            GROUP,
+            consumer,
+            {self._stream(capability, p): ">" for p in PRIORITIES},
+            count=count,
+            block=max(1, int(block * 1000)),
         )
         for name, entries in reply or []:
             out.extend(self._deliveries(capability, name, entries))
@@ -399,8 +437,8 @@ class RedisBroker(Broker):
 
     async def begin(self, delivery: Delivery, agent: str) -> Begin:
         stream, entry = self._split(delivery)
-        async with _guard():
-            action, attempt = await self._scripts["BEGIN"](
+        async with self._guard():
+            reply = await self._scripts["BEGIN"](
                 keys=[self._task(delivery.task_id), stream, self._stats, self._dead],
                 args=[
                     entry,
@@ -412,14 +450,16 @@ class RedisBroker(Broker):
                     self._channel,
                 ],
             )
-        if action != "run":
+        if reply[0] != "run":
             return Begin(action="skip")
-        return Begin(action="run", attempt=int(attempt), task=await self.get(delivery.task_id))
+        flat = reply[2]
+        task = _record(dict(zip(flat[::2], flat[1::2], strict=True)))
+        return Begin(action="run", attempt=int(reply[1]), task=task)
 
     async def succeed(self, delivery: Delivery, attempt: int, result: Any) -> bool:
         stream, entry = self._split(delivery)
         text = json.dumps(result)
-        async with _guard():
+        async with self._guard():
             done = await self._scripts["SUCCEED"](
                 keys=[self._task(delivery.task_id), stream, self._stats],
                 args=[
@@ -439,7 +479,7 @@ class RedisBroker(Broker):
     ) -> TaskState | None:
         stream, entry = self._split(delivery)
         now = time.time()
-        async with _guard():
+        async with self._guard():
             outcome = await self._scripts["FAIL"](
                 keys=[
                     self._task(delivery.task_id),
@@ -471,6 +511,6 @@ class RedisBroker(Broker):
             stream, entry = self._split(delivery)
             keys.append(self._task(delivery.task_id))
             args.extend((stream, entry, attempt))
-        async with _guard():
+        async with self._guard():
             lost = await self._scripts["KEEPALIVE"](keys=keys, args=args)
         return {running[int(i) - 1][0].task_id for i in lost}

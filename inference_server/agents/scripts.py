@@ -97,7 +97,7 @@ if state == 'queued' then
   redis.call('HINCRBY', KEYS[3], 'running:' .. cap, 1)
 end
 publish(ARGV[7], id, cap, 'running', ARGV[3], '')
-return {'run', attempts + 1}
+return {'run', attempts + 1, redis.call('HGETALL', KEYS[1])}
 """
 )
 
@@ -205,4 +205,26 @@ for i, task in ipairs(KEYS) do
   end
 end
 return lost
+"""
+
+# KEYS: the capability's streams, highest priority first   ARGV: group, consumer, count
+# One round trip for "up to count new entries, high before normal before low" (non-blocking).
+FETCH = """
+local out = {}
+local remaining = tonumber(ARGV[3])
+for _, stream in ipairs(KEYS) do
+  if remaining <= 0 then break end
+  local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', remaining,
+    'STREAMS', stream, '>')
+  if reply then
+    for _, entry in ipairs(reply[1][2]) do
+      local fields = entry[2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'task' then table.insert(out, {stream, entry[1], fields[i + 1]}) end
+      end
+      remaining = remaining - 1
+    end
+  end
+end
+return out
 """

@@ -40,6 +40,9 @@ def wait_task(server: ServerProcess, task_id: str, timeout: float = 120.0) -> di
     deadline = time.monotonic() + timeout
     while True:
         status, _, body = server.request("GET", f"/api/v1/agents/tasks/{task_id}?wait=10")
+        if status == 503 and time.monotonic() < deadline:  # broker away: retry, as documented
+            time.sleep(0.5)
+            continue
         assert status in (200, 202), body
         if status == 200 or time.monotonic() > deadline:
             return body  # type: ignore[no-any-return]
