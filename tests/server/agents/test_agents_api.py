@@ -248,3 +248,21 @@ def test_answers_match_the_contract(agent_server: ServerProcess) -> None:
         assert_matches_contract("GET", path, status, body)
     status, _, body = agent_server.request("POST", f"/api/v1/agents/tasks/{task['id']}/cancel")
     assert_matches_contract("POST", template + "/cancel", status, body)
+
+
+def test_cancel_a_running_task_frees_its_slot(agent_server: ServerProcess) -> None:
+    long = submit(agent_server, capability="test.sleep", payload={"seconds": 120})
+    for _ in range(100):
+        _, _, current = agent_server.request("GET", f"/api/v1/agents/tasks/{long['id']}")
+        if current["state"] == "running":
+            break
+        time.sleep(0.1)
+    assert current["state"] == "running", current
+    status, _, cancelled = agent_server.request("POST", f"/api/v1/agents/tasks/{long['id']}/cancel")
+    assert status == 200, cancelled
+    # The only test.sleep slot is free again long before the 120 s sleep would have ended.
+    follow = submit(agent_server, capability="test.sleep", payload={"seconds": 0}, wait=60)
+    assert follow["state"] == "succeeded", follow
+    _, _, after = agent_server.request("GET", f"/api/v1/agents/tasks/{long['id']}")
+    assert after["state"] == "cancelled"
+    assert after["result"] is None
