@@ -12,6 +12,7 @@ import voluptuous as vol
 
 from inference_server.agents import engine
 from inference_server.agents.base import Agent, TaskRejectedError
+from inference_server.backends.base import ModelNotFoundError, PromptTooLongError
 from inference_server.chat import ChatFormatError
 from inference_server.chat.messages import parse_messages
 
@@ -64,7 +65,8 @@ class LlmAgent(Agent):
                 max_tokens=payload.get("max_tokens"),
                 temperature=payload.get("temperature", 0.7),
             )
-        except ChatFormatError as err:
+        except (ChatFormatError, ModelNotFoundError, PromptTooLongError) as err:
+            # Retrying cannot help: the payload itself is wrong for this node's model.
             raise TaskRejectedError(str(err)) from err
         return {
             "text": out.text,
