@@ -212,5 +212,6 @@ def test_services_yaml_matches_strings_and_icons() -> None:
     services = yaml.safe_load((PACKAGE / "services.yaml").read_text(encoding="utf-8"))
     strings = json.loads((PACKAGE / "strings.json").read_text(encoding="utf-8"))["services"]
     icons = json.loads((PACKAGE / "icons.json").read_text(encoding="utf-8"))["services"]
-    assert set(services) == set(strings) == set(icons) == {SERVICE_GENERATE}
-    assert set(services[SERVICE_GENERATE]["fields"]) == set(strings[SERVICE_GENERATE]["fields"])
+    assert set(services) == set(strings) == set(icons) == {SERVICE_GENERATE, "run_agent_task"}
+    for service in services:
+        assert set(services[service]["fields"]) == set(strings[service]["fields"])
