@@ -18,6 +18,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
+from .agent_sensor import async_setup_agent_sensors
 from .client import Status
 from .client.models import NODE_STATES
 from .coordinator import PrimeSparkConfigEntry
@@ -161,6 +162,7 @@ async def async_setup_entry(
     """Set up the node's sensors."""
     coordinator = entry.runtime_data.status_coordinator
     async_add_entities(PrimeSparkSensorEntity(coordinator, description) for description in SENSORS)
+    await async_setup_agent_sensors(hass, entry, async_add_entities)
 
 
 class PrimeSparkSensorEntity(PrimeSparkEntity, SensorEntity):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from custom_components.prime_spark.agent_sensor import AGENT_SENSORS, PENDING_TASKS
 from custom_components.prime_spark.binary_sensor import BINARY_SENSORS
 from custom_components.prime_spark.button import BUTTONS
 from custom_components.prime_spark.sensor import SENSORS
@@ -51,7 +52,7 @@ def test_every_entity_is_translated_and_has_an_icon() -> None:
     strings = _json("strings.json")["entity"]
     icons = _json("icons.json")["entity"]
     for platform, descriptions in (
-        ("sensor", SENSORS),
+        ("sensor", (*SENSORS, *AGENT_SENSORS, PENDING_TASKS)),
         ("binary_sensor", BINARY_SENSORS),
         ("button", BUTTONS),
     ):

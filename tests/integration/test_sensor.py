@@ -26,6 +26,10 @@ VOLATILE = frozenset(
         "generated_tokens",
         "requests",
         "uptime",
+        # agents: counters and errors of whatever other tests ran on the session server
+        "agent_tasks_done",
+        "agent_tasks_failed",
+        "agent_last_error",
     }
 )
 
