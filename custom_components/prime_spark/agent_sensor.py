@@ -127,10 +127,8 @@ async def async_setup_agent_sensors(
         entities.extend(PrimeSparkPendingTasksSensor(coordinator, c) for c in new_capabilities)
         known_agents.update(a.name for a in new_agents)
         known_capabilities.update(new_capabilities)
-        gone = known_agents - set(coordinator.data.agents)
-        if coordinator.last_update_success and gone:
-            known_agents.difference_update(gone)
-            coordinator.async_remove_stale_devices()
+        # Removed devices take their entities along; an agent that comes back later is new.
+        known_agents.difference_update(coordinator.async_remove_stale_devices())
         if entities:
             async_add_entities(entities)
 

@@ -18,7 +18,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
-from custom_components.prime_spark.agents import AGENTS_SCAN_INTERVAL
+from custom_components.prime_spark.agents import AGENTS_SCAN_INTERVAL, STALE_AGENT_POLLS
 from custom_components.prime_spark.const import DOMAIN
 from tests.server.server_process import ServerProcess
 
@@ -39,11 +39,17 @@ def _agent_devices(hass: HomeAssistant, entry: MockConfigEntry) -> set[str]:
 
 
 async def _poll(hass: HomeAssistant, times: int = 1) -> None:
-    """Let the agents coordinator poll (time travel past its interval)."""
+    """Let the agents coordinator poll (time travel past its interval).
+
+    The poll runs as a background task over real HTTP: give it real time to finish, or the
+    next time jump would also fire its request timeout.
+    """
     for _ in range(times):
         async_fire_time_changed(
             hass, dt_util.utcnow() + AGENTS_SCAN_INTERVAL + timedelta(seconds=1)
         )
+        await hass.async_block_till_done()
+        await asyncio.sleep(0.25)
         await hass.async_block_till_done()
 
 
@@ -100,6 +106,11 @@ async def test_agent_devices_follow_the_cluster(
             return all(a["node_id"] != "cloud" for a in body["agents"])
 
         await wait_for(cloud_gone, timeout=30)
+        # Missing for a moment (a restarting node): the device stays, its entities unavailable.
+        await _poll(hass, STALE_AGENT_POLLS - 1)
+        assert _agent_devices(hass, entry) == expected
+        assert hass.states.get("sensor.cloud_llm_status").state == "unavailable"
+        # Gone for good: the device and its entities are removed.
         await _poll(hass)
         await wait_for(lambda: _agent_devices(hass, entry) == expected - {"cloud.llm"})
         assert hass.states.get("sensor.cloud_llm_status") is None

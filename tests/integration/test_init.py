@@ -27,7 +27,12 @@ async def test_setup_unload_reload(
     # While the node pushes, nothing polls.
     assert coordinator.update_interval is None
 
-    (device,) = dr.async_entries_for_config_entry(device_registry, entry.entry_id)
+    # The node's device; its agents have devices of their own (test_agent_devices.py).
+    (device,) = [
+        d
+        for d in dr.async_entries_for_config_entry(device_registry, entry.entry_id)
+        if (DOMAIN, NODE_ID) in d.identifiers
+    ]
     assert device.identifiers == {(DOMAIN, NODE_ID)}
     assert device.name == TITLE
     assert device.manufacturer == "Prime Spark"
