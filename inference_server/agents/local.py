@@ -41,7 +41,8 @@ class LocalBroker(Broker):
         self.settings = settings
         self._tasks: dict[str, TaskRecord] = {}
         self._expires: dict[str, float] = {}
-        self._idempotency: dict[str, tuple[str, float]] = {}
+        self._idempotency: dict[str, str] = {}
+        """Key → task id, for as long as the task is kept."""
         self._queues: dict[str, dict[str, collections.deque[str]]] = {}
         self._delayed: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
@@ -86,7 +87,7 @@ class LocalBroker(Broker):
         for task_id in [t for t, at in self._expires.items() if at <= now]:
             del self._expires[task_id]
             self._tasks.pop(task_id, None)
-        for key in [k for k, (_, at) in self._idempotency.items() if at <= now]:
+        for key in [k for k, task_id in self._idempotency.items() if task_id not in self._tasks]:
             del self._idempotency[key]
 
     def _move_due(self) -> None:
@@ -116,7 +117,7 @@ class LocalBroker(Broker):
     async def submit(self, spec: TaskSpec) -> tuple[TaskRecord, bool]:
         self._purge()
         if spec.idempotency_key is not None and spec.idempotency_key in self._idempotency:
-            existing = self._tasks.get(self._idempotency[spec.idempotency_key][0])
+            existing = self._tasks.get(self._idempotency[spec.idempotency_key])
             if existing is not None:
                 return existing, False
         now = time.time()
@@ -133,7 +134,7 @@ class LocalBroker(Broker):
         )
         self._tasks[task.id] = task
         if spec.idempotency_key is not None:
-            self._idempotency[spec.idempotency_key] = (task.id, now + self.settings.result_ttl)
+            self._idempotency[spec.idempotency_key] = task.id
         self._enqueue(task)
         self._emit(TaskEvent(task_id=task.id, capability=task.capability, state="queued"))
         return task, True

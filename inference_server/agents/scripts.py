@@ -30,6 +30,12 @@ local function finalize(task, stats, from, to, cap, id, now, ttl, err, channel, 
   redis.call('HINCRBY', stats, from .. ':' .. cap, -1)
   redis.call('HINCRBY', stats, 'total:' .. to, 1)
   redis.call('PEXPIRE', task, ttl)
+  -- The idempotency key lives as long as the task: its result TTL starts now.
+  local idem = redis.call('HGET', task, 'idempotency_key')
+  if idem and idem ~= '' then
+    local prefix = string.sub(task, 1, #task - #id - #'task:')
+    redis.call('PEXPIRE', prefix .. 'idem:' .. idem, ttl)
+  end
   publish(channel, id, cap, to, agent, err)
 end
 local function ack(stream, group, entry)
@@ -44,7 +50,7 @@ local FINAL = {succeeded=true, cancelled=true, dead=true, expired=true}
 """
 
 # KEYS: idem, task, stream, tasks, stats
-# ARGV: id, cap, priority, payload, now, deadline, idem key, idem ttl ms, group, channel
+# ARGV: id, cap, priority, payload, now, deadline, idem key, (unused), group, channel
 SUBMIT = """
 if ARGV[7] ~= '' then
   local existing = redis.call('GET', KEYS[1])
@@ -60,7 +66,8 @@ redis.call('HSET', KEYS[2], 'id', ARGV[1], 'capability', ARGV[2], 'priority', AR
   'error', '', 'stream', KEYS[3], 'entry', entry)
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 redis.call('HINCRBY', KEYS[5], 'queued:' .. ARGV[2], 1)
-if ARGV[7] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[8]) end
+-- No expiry while the task lives; finalize starts the result TTL on both.
+if ARGV[7] ~= '' then redis.call('SET', KEYS[1], ARGV[1]) end
 redis.call('PUBLISH', ARGV[10], cjson.encode({task_id=ARGV[1], capability=ARGV[2],
   state='queued', agent='', error=''}))
 return {1, ARGV[1]}
