@@ -50,7 +50,11 @@ async def test_llm_summarise(hass: HomeAssistant, init_integration: MockConfigEn
     response = await _run(
         hass,
         capability="llm",
-        payload={"summarise": "The door opened at 8. The lights went off at 9.", "max_tokens": 12},
+        payload={
+            "summarise": "The door opened at 8. The lights went off at 9.",
+            "max_tokens": 12,
+            "temperature": 0,
+        },
     )
     assert response["agent"] == f"{NODE_ID}.llm"
     assert response["result"]["text"]

@@ -82,7 +82,11 @@ def test_llm_task_from_an_edge_runs_on_the_cloud(cluster: dict[str, ServerProces
     task = submit(
         cluster["edge1"],
         capability="llm",
-        payload={"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 8},
+        payload={
+            "messages": [{"role": "user", "content": "Name a colour."}],
+            "max_tokens": 8,
+            "temperature": 0,
+        },
         wait=90,
     )
     assert task["state"] == "succeeded", task
@@ -138,41 +142,38 @@ async def test_killed_worker_task_finishes_elsewhere_once(
 ) -> None:
     """kill -9 of the node running a task: another node reclaims it after the idle bound and
     finishes it; the idempotency key keeps a resubmission from running it again."""
-    events: list[tuple[str, dict[str, Any]]] = []
-    watcher = asyncio.create_task(_collect_events(cluster["cloud"].url, events))
     tag = f"crash-{time.time_ns()}"
     body = {
         "capability": "test.sleep",
         "payload": {"seconds": 3.0, "tag": tag},
         "idempotency_key": tag,
     }
-    # Keep the cloud's four slots busy so the task lands on an edge we can kill.
-    blockers = [
-        submit(cluster["cloud"], capability="test.sleep", payload={"seconds": 6.0})
-        for _ in range(6)
-    ]
-    task = await asyncio.to_thread(submit, cluster["cloud"], **body)
-    victim_agent = None
+    task = await asyncio.to_thread(submit, cluster["edge1"], **body)
+    current: dict[str, Any] = {}
     for _ in range(100):
         _, _, current = await asyncio.to_thread(
-            cluster["cloud"].request, "GET", f"/api/v1/agents/tasks/{task['id']}"
+            cluster["edge1"].request, "GET", f"/api/v1/agents/tasks/{task['id']}"
         )
-        if current["state"] == "running" and current["agent"] != "cloud.test.sleep":
-            victim_agent = current["agent"]
+        if current["state"] == "running":
             break
-        await asyncio.sleep(0.1)
-    assert victim_agent is not None, current
+        await asyncio.sleep(0.05)
+    assert current["state"] == "running", current
+    victim_agent = current["agent"]
     victim_name = victim_agent.split(".")[0]
     victim = cluster[victim_name]
+    witness = next(s for name, s in cluster.items() if name != victim_name)
+    events: list[tuple[str, dict[str, Any]]] = []
+    watcher = asyncio.create_task(_collect_events(witness.url, events))
+    await asyncio.sleep(0.3)  # the event stream is open
     assert victim.process is not None
     victim.process.kill()  # SIGKILL: no goodbye, the entry stays pending on the dead consumer
     await asyncio.to_thread(victim.process.wait)
     try:
-        done = await asyncio.to_thread(wait_task, cluster["cloud"], task["id"])
+        done = await asyncio.to_thread(wait_task, witness, task["id"])
         assert done["state"] == "succeeded", done
         assert done["attempts"] == 2
         assert done["agent"] != victim_agent
-        again = await asyncio.to_thread(submit, cluster["cloud"], **body)
+        again = await asyncio.to_thread(submit, witness, **body)
         assert again["id"] == task["id"]
         assert again["created"] is False
         await asyncio.sleep(0.5)
@@ -181,8 +182,9 @@ async def test_killed_worker_task_finishes_elsewhere_once(
         assert [e["event"] for e in log].count("start") == 2, log
         assert log[0]["node"] == victim_name
         # The dead node's agents leave the registry after the heartbeat timeout.
+        names: set[str] = set()
         for _ in range(100):
-            agents = await asyncio.to_thread(cluster["cloud"].request, "GET", "/api/v1/agents")
+            agents = await asyncio.to_thread(witness.request, "GET", "/api/v1/agents")
             names = {a["name"] for a in agents[2]["agents"]}
             if not any(n.startswith(victim_name + ".") for n in names):
                 break
@@ -192,10 +194,7 @@ async def test_killed_worker_task_finishes_elsewhere_once(
         gone = [d for k, d in events if k == "agent" and d["status"] == "offline"]
         assert f"{victim_name}.test.sleep" in {d["name"] for d in gone}, events
         states = [d["state"] for k, d in events if k == "agent_task" and d["task_id"] == task["id"]]
-        assert states[-1] == "succeeded", states
-        assert states.count("running") == 2, states
-        for blocker in blockers:
-            await asyncio.to_thread(wait_task, cluster["cloud"], blocker["id"])
+        assert states[-2:] == ["running", "succeeded"], states
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
