@@ -26,10 +26,15 @@ VOLATILE = frozenset(
         "generated_tokens",
         "requests",
         "uptime",
-        # agents: counters and errors of whatever other tests ran on the session server
+        # agents: whatever other tests ran (or still run) on the session server; the load is
+        # the last heartbeat's, which may trail a finished task by a heartbeat interval
         "agent_tasks_done",
         "agent_tasks_failed",
         "agent_last_error",
+        "agent_load",
+        "agent_status",
+        "agent_queue_depth",
+        "pending_tasks",
     }
 )
 
