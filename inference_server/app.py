@@ -15,6 +15,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from inference_server import __version__
+from inference_server.agents.service import AGENTS_KEY, AgentService, agents_lifecycle
 from inference_server.analytics.events import NodeHealthEvent
 from inference_server.analytics.requests import inference_events_middleware
 from inference_server.analytics.service import (
@@ -23,8 +24,8 @@ from inference_server.analytics.service import (
     AnalyticsCollector,
     load_average,
 )
+from inference_server.api import agents, control, health, link, openai, vision
 from inference_server.api import analytics as analytics_api
-from inference_server.api import control, health, link, openai, vision
 from inference_server.api import power as power_api
 from inference_server.api import routing as routing_api
 from inference_server.api.errors import error_middleware
@@ -80,6 +81,7 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
         settings.security, (bootstrap,) if bootstrap is not None else ()
     )
     app[RATE_LIMITER_KEY] = RateLimiter(settings.security.rate_limit_per_minute)
+    app[AGENTS_KEY] = AgentService(node)
     for table in (
         openai.routes,
         control.routes,
@@ -87,6 +89,7 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
         analytics_api.routes,
         routing_api.routes,
         power_api.routes,
+        agents.routes,
     ):
         app.router.add_routes(table)
     app[vision.VISION_KEY] = build_vision_service(settings.vision)
@@ -101,6 +104,7 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
         _setup_analytics(app, node)
     _setup_cors(app, settings)
     app.cleanup_ctx.append(_engine_lifecycle)
+    app.cleanup_ctx.append(agents_lifecycle)
     app.on_shutdown.append(_close_event_streams)
     if settings.discovery.enabled:
         app.cleanup_ctx.append(_discovery_lifecycle)

@@ -254,6 +254,37 @@ class AnalyticsSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AgentSettings:
+    """Distributed agents (``inference_server.agents``); see the README's Agents section."""
+
+    redis_url: str | None = None
+    """Redis for task dispatch across nodes; ``None`` keeps an in-process queue (one node)."""
+    key_prefix: str = "prime-spark:agents:"
+    tier: str = "edge"
+    """A label shown with this node's agents (``edge``, ``cloud``)."""
+    enabled: tuple[str, ...] | None = None
+    """Agent types this node runs; ``None`` = every type available here, ``()`` = none."""
+    modules: tuple[str, ...] = ()
+    """Extra agent type modules (import paths), each exposing ``AGENT``."""
+    capacity: dict[str, int] = field(default_factory=dict)
+    """Tasks run at once per capability; unset ones take the agent type's default."""
+    heartbeat_interval: float = 2.0
+    agent_timeout: float = 10.0
+    """An agent without a heartbeat for this long is gone."""
+    reclaim_idle: float = 30.0
+    """A task whose worker went silent this long is taken over by another worker."""
+    max_deliveries: int = 3
+    """Attempts before a task goes to the dead-letter stream."""
+    retry_backoff: float = 1.0
+    """Seconds before the first retry; doubles with each attempt up to ``retry_backoff_max``."""
+    retry_backoff_max: float = 60.0
+    result_ttl: float = 3600.0
+    """Seconds a finished task (and its idempotency key) is kept."""
+    task_timeout: float = 300.0
+    """Longest one attempt may run when the task has no earlier deadline."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
@@ -265,6 +296,7 @@ class Settings:
     power: PowerSettings = field(default_factory=PowerSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
+    agents: AgentSettings = field(default_factory=AgentSettings)
 
 
 def _port(value: Any) -> int:
@@ -344,6 +376,42 @@ PEER_SCHEMA = vol.Schema(
         vol.Optional("max_concurrency"): _positive_int(1, 1024),
     }
 )
+
+
+def _capacity_map(value: Any) -> dict[str, int]:
+    """``{llm: 2}`` from YAML, or ``llm=2,embed=4`` / JSON text from an environment variable."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise vol.Invalid(f"expected a JSON object ({err.msg})") from err
+        else:
+            pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise vol.Invalid("expected capability=count pairs, e.g. llm=2,embed=4")
+            value = {k.strip(): v.strip() for k, v in pairs}
+    return vol.Schema({vol.Match(r"^[a-z][a-z0-9_.-]{0,63}$"): _positive_int(1, 1024)})(value)  # type: ignore[no-any-return]
+
+
+def _redis_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise vol.Invalid("expected a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def _agent_timing(section: dict[str, Any]) -> dict[str, Any]:
+    """A worker must refresh its tasks well within the reclaim bound, or live work is stolen."""
+    defaults = AgentSettings()
+    heartbeat = section.get("heartbeat_interval", defaults.heartbeat_interval)
+    reclaim = section.get("reclaim_idle", defaults.reclaim_idle)
+    if reclaim < 2 * heartbeat:
+        raise vol.Invalid("must be at least twice agents.heartbeat_interval", path=["reclaim_idle"])
+    return section
+
 
 TOKEN_SCHEMA = vol.Schema(
     {
@@ -504,6 +572,25 @@ SCHEMA = vol.Schema(
             vol.Optional("retention_interval"): vol.All(vol.Coerce(float), vol.Range(min=1)),
             vol.Optional("node_health_interval"): vol.All(vol.Coerce(float), vol.Range(min=0.1)),
         },
+        vol.Optional("agents", default={}): vol.All(
+            {
+                vol.Optional("redis_url"): _redis_url,
+                vol.Optional("key_prefix"): vol.All(str, vol.Length(min=1, max=64)),
+                vol.Optional("tier"): vol.All(str, vol.Length(min=1, max=32)),
+                vol.Optional("enabled"): vol.Any(None, _string_list),
+                vol.Optional("modules"): _string_list,
+                vol.Optional("capacity"): _capacity_map,
+                vol.Optional("heartbeat_interval"): _seconds(0.05),
+                vol.Optional("agent_timeout"): _seconds(0.5),
+                vol.Optional("reclaim_idle"): _seconds(0.1),
+                vol.Optional("max_deliveries"): _positive_int(1, 100),
+                vol.Optional("retry_backoff"): _seconds(0.0),
+                vol.Optional("retry_backoff_max"): _seconds(0.0),
+                vol.Optional("result_ttl"): _seconds(1.0),
+                vol.Optional("task_timeout"): _seconds(0.1),
+            },
+            _agent_timing,
+        ),
     }
 )
 
@@ -519,6 +606,7 @@ SECTIONS = (
     "power",
     "memory",
     "analytics",
+    "agents",
 )
 
 
@@ -649,4 +737,13 @@ def _build(data: dict[str, dict[str, Any]]) -> Settings:
         link=LinkSettings(**link),
         vision=VisionSettings(**vision),
         memory=MemorySettings(**memory),
+        agents=_build_agents(data["agents"]),
     )
+
+
+def _build_agents(data: dict[str, Any]) -> AgentSettings:
+    agents = dict(data)
+    for key in ("enabled", "modules"):
+        if agents.get(key) is not None:
+            agents[key] = tuple(agents[key])
+    return AgentSettings(**agents)

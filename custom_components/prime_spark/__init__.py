@@ -11,6 +11,8 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.typing import ConfigType
 
+from .agent_llm_api import async_setup_agent_llm_api
+from .agent_services import async_setup_agent_services
 from .analytics import PrimeSparkAnalyticsCoordinator
 from .client import PrimeSpark
 from .const import CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL, DOMAIN
@@ -43,6 +45,8 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Set up what exists once for every node: the actions and the status sentences."""
     async_setup_services(hass)
     async_setup_detect_service(hass)
+    async_setup_agent_services(hass)
+    async_setup_agent_llm_api(hass)
     await async_setup_status_sentences(hass)
     await async_setup_mode_sentences(hass)
     async_register_memory_api(hass)

@@ -18,6 +18,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
+from .agent_sensor import async_setup_agent_sensors
 from .analytics import analytics_sensors
 from .client import Routing, Status
 from .client.models import BREAKER_STATES, NODE_STATES
@@ -274,6 +275,7 @@ async def async_setup_entry(
         )
     async_add_entities(memory_sensor_entities(entry))
     async_add_entities(analytics_sensors(entry))
+    await async_setup_agent_sensors(hass, entry, async_add_entities)
 
 
 class PrimeSparkSensorEntity(PrimeSparkEntity, SensorEntity):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from custom_components.prime_spark.agent_sensor import AGENT_SENSORS, PENDING_TASKS
 from custom_components.prime_spark.analytics import ANALYTICS_BINARY_SENSORS, ANALYTICS_SENSORS
 from custom_components.prime_spark.binary_sensor import BINARY_SENSORS, PEER_REACHABLE
 from custom_components.prime_spark.button import BUTTONS
@@ -56,7 +57,18 @@ def test_every_entity_is_translated_and_has_an_icon() -> None:
     strings = _json("strings.json")["entity"]
     icons = _json("icons.json")["entity"]
     for platform, descriptions in (
-        ("sensor", (*SENSORS, *PEER_SENSORS, *LINK_SENSORS, DETECTION_SENSOR, *ANALYTICS_SENSORS)),
+        (
+            "sensor",
+            (
+                *SENSORS,
+                *PEER_SENSORS,
+                *LINK_SENSORS,
+                DETECTION_SENSOR,
+                *ANALYTICS_SENSORS,
+                *AGENT_SENSORS,
+                PENDING_TASKS,
+            ),
+        ),
         (
             "binary_sensor",
             (*BINARY_SENSORS, PEER_REACHABLE, *LINK_BINARY_SENSORS, *ANALYTICS_BINARY_SENSORS),

@@ -45,6 +45,15 @@ VOLATILE = frozenset(
         "analytics_cache_hit_rate",
         "analytics_energy_per_request",
         "analytics_spool_backlog",
+        # agents: whatever other tests ran (or still run) on the session server; the load is
+        # the last heartbeat's, which may trail a finished task by a heartbeat interval
+        "agent_tasks_done",
+        "agent_tasks_failed",
+        "agent_last_error",
+        "agent_load",
+        "agent_status",
+        "agent_queue_depth",
+        "pending_tasks",
     }
 )
 

@@ -231,6 +231,7 @@ def test_services_yaml_matches_strings_and_icons() -> None:
             "memory_store",
             "memory_recall",
             "memory_forget",
+            "run_agent_task",
         }
     )
     for service in services:

@@ -30,6 +30,14 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/api/v1/status", None),
     ("GET", "/api/v1/models", None),
     ("GET", "/api/v1/openapi.json", None),
+    ("GET", "/api/v1/agents", None),
+    ("GET", "/api/v1/agents/tasks", None),
+    ("GET", "/api/v1/agents/dead-letters", None),
+    (
+        "POST",
+        "/api/v1/agents/tasks",
+        {"capability": "memory", "payload": {"op": "recall", "key": "k"}, "wait": 30},
+    ),
 ]
 ROLE_RANK = {"public": -1, "reader": 0, "operator": 1, "admin": 2}
 

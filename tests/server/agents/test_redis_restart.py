@@ -1,0 +1,128 @@
+"""Redis goes away mid-work and comes back: workers reconnect and no task is lost.
+
+The test runs its own ``redis-server`` (AOF with fsync on every write, as the README asks of a
+production Redis) on a free port, so restarting it disturbs nobody else.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.server.agents.conftest import FAST_AGENTS, submit, wait_agents, wait_task
+from tests.server.server_process import ServerProcess, free_port
+
+
+class OwnRedis:
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (scripts/setup installs it)")
+        self.binary = binary
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=(self.directory / "redis.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        client = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        pytest.fail("own redis-server did not start")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path_factory.mktemp("own-redis"))
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def workers(make_server: Any, own_redis: OwnRedis) -> list[ServerProcess]:
+    nodes = []
+    for name in ("restart-a", "restart-b"):
+        agents = {
+            **FAST_AGENTS,
+            "redis_url": own_redis.url,
+            "key_prefix": "restart:",
+            "enabled": ["test.sleep"],
+            "capacity": {"test.sleep": 2},
+            "max_deliveries": 6,
+        }
+        nodes.append(make_server({"server": {"node_id": name}, "agents": agents}, name=name))
+    for node in nodes:
+        node.start()
+    wait_agents(nodes[0], 2)
+    return nodes
+
+
+def test_redis_restart_loses_no_task(workers: list[ServerProcess], own_redis: OwnRedis) -> None:
+    tags = [f"r{i}" for i in range(12)]
+    ids = [
+        submit(workers[0], capability="test.sleep", payload={"seconds": 0.5, "tag": tag})["id"]
+        for tag in tags
+    ]
+    time.sleep(0.7)
+    own_redis.kill()
+    status, headers, body = workers[1].request("GET", "/api/v1/agents/tasks")
+    assert status == 503, body
+    assert body["error"]["code"] == "broker_unavailable"
+    assert headers["Retry-After"]
+    time.sleep(2.0)
+    own_redis.start()
+    done = [wait_task(workers[1], task_id) for task_id in ids]
+    assert [d["state"] for d in done] == ["succeeded"] * len(ids), done
+    client = redis.Redis(port=own_redis.port, decode_responses=True)
+    log = [json.loads(e) for e in client.lrange("restart:runs", 0, -1)]
+    finished = {e["tag"] for e in log if e["event"] == "finish"}
+    assert finished == set(tags)
+    # Both workers came back and kept working after the outage.
+    later = [
+        submit(workers[0], capability="test.sleep", payload={"seconds": 0.2, "tag": f"after{i}"})
+        for i in range(8)
+    ]
+    after = [wait_task(workers[0], t["id"]) for t in later]
+    assert {d["result"]["node"] for d in after} == {"restart-a", "restart-b"}
+    client.close()
