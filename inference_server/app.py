@@ -46,6 +46,7 @@ from inference_server.security.middleware import (
 )
 from inference_server.security.ratelimit import RateLimiter
 from inference_server.stats import STATS_KEY
+from inference_server.vision_cloud import attach_cloud_vision
 from inference_server.vision_setup import build_vision_service
 
 _LOGGER = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
     ):
         app.router.add_routes(table)
     app[vision.VISION_KEY] = build_vision_service(settings.vision)
+    attach_cloud_vision(app[vision.VISION_KEY], node)
     app.router.add_routes(vision.routes)
     app[LINK_KEY] = LinkMonitor(settings=settings.link, bus=node.events)
     app.router.add_routes(link.routes)

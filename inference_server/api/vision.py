@@ -2,7 +2,9 @@
 
 The body is the image itself (JPEG, PNG, BMP or WebP bytes, any content type), so a camera
 snapshot goes in without base64 or multipart. Query parameters tune one request:
-``min_score`` (0-1), ``max_detections`` and ``backend`` (``hailo`` or ``cpu`` to insist on one).
+``min_score`` (0-1), ``max_detections``, ``backend`` (``hailo`` or ``cpu`` to insist on one; no
+cloud fallback then) and ``allow_cpu`` (``true`` lets critical power mode detect on the CPU when
+no Hailo and no cloud peer can). ``X-Prime-Spark-Private: true`` keeps the image on this node.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ from typing import Final
 from aiohttp import web
 
 from inference_server.api.errors import ApiError
+from inference_server.backends.remote import FORWARDED_HEADER
 from inference_server.backends.vision import (
     ImageDecodeError,
+    VisionPowerRefused,
     VisionService,
     VisionUnavailableError,
 )
+from inference_server.node import NODE_KEY
+from inference_server.routing.dispatch import is_private
 from inference_server.security.middleware import requires
 
 VISION_KEY: Final = web.AppKey("vision", VisionService)
@@ -54,6 +60,10 @@ async def detect(request: web.Request) -> web.Response:
     backend = request.query.get("backend") or None
     if backend is not None and backend not in BACKEND_NAMES:
         raise ApiError(400, f"'backend' must be one of {', '.join(BACKEND_NAMES)}", param="backend")
+    allow_cpu = request.query.get("allow_cpu", "false").strip().lower()
+    if allow_cpu not in ("true", "false", "1", "0"):
+        raise ApiError(400, "'allow_cpu' must be true or false", param="allow_cpu")
+    private = is_private(request, {}, request.app[NODE_KEY])
     data = await request.read()
     try:
         result = await service.detect(
@@ -61,9 +71,16 @@ async def detect(request: web.Request) -> web.Response:
             backend=backend,
             min_score=min_score,
             max_detections=None if max_detections is None else int(max_detections),
+            private=private,
+            forwarded=FORWARDED_HEADER in request.headers,
+            allow_cpu=allow_cpu in ("true", "1"),
         )
     except ImageDecodeError as err:
         raise ApiError(400, str(err), code="invalid_image", param="image") from err
+    except VisionPowerRefused as err:
+        raise ApiError(
+            503, str(err), type_="server_error", code="power_critical", param="allow_cpu"
+        ) from err
     except VisionUnavailableError as err:
         if backend is not None:
             # The caller chose a backend this node lacks: its choice to change (409), not an

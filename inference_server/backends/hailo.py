@@ -11,6 +11,13 @@ library must match the kernel driver exactly (HA OS 16 ships driver 4.21.0; any 
 fails with ``HAILO_INVALID_DRIVER_VERSION``). So everything is checked before the device is
 touched, and every failure becomes a :class:`VisionUnavailableError` that says what to do; the
 vision service then falls back to the CPU detector instead of crashing.
+
+The node's power mode reaches the chip through ``InferModel.set_power_mode(HailoPowerMode.X)``
+(HailoRT's ``InferModel::set_power_mode(hailo_power_mode_t)``, exposed to Python by
+``InferModelWrapper``). HailoRT has two modes: ``PERFORMANCE`` (its default, lower clocks) and
+``ULTRA_PERFORMANCE``. The mode is a configure-time parameter (it lands in the network group's
+configure params), so a change closes the configured model and the next frame configures it
+again. A HailoRT without ``HailoPowerMode`` or ``set_power_mode`` keeps its default mode.
 """
 
 from __future__ import annotations
@@ -35,6 +42,14 @@ from inference_server.backends.vision import (
 
 DRIVER_VERSION_FILE = Path("/sys/module/hailo_pci/version")
 RUN_TIMEOUT_MS = 10_000
+
+HAILO_POWER_MODES: dict[str, str] = {
+    "performance": "ULTRA_PERFORMANCE",
+    "balanced": "PERFORMANCE",
+    "power_save": "PERFORMANCE",
+    "critical": "PERFORMANCE",
+}
+"""Node power mode → ``HailoPowerMode`` member: only ``performance`` pays for the extra clocks."""
 
 COCO_LABELS: tuple[str, ...] = (
     "person",
@@ -156,6 +171,16 @@ class HailoBackend:
         self._vdevice: Any = None
         self._infer_model: Any = None
         self._configured: Any = None
+        self.hailo_power_mode = HAILO_POWER_MODES["balanced"]
+
+    def set_power_mode(self, mode: str) -> None:
+        """Follow the node's power mode; a change takes effect at the next configure."""
+        wanted = HAILO_POWER_MODES.get(mode, HAILO_POWER_MODES["balanced"])
+        if wanted == self.hailo_power_mode:
+            return
+        with self._lock:
+            self.hailo_power_mode = wanted
+            self.close()  # set_power_mode only applies when the model is configured
 
     def _import(self) -> ModuleType:
         try:
@@ -210,6 +235,9 @@ class HailoBackend:
             self._vdevice = module.VDevice(params)
             self._infer_model = self._vdevice.create_infer_model(str(self.hef))
             self._infer_model.set_batch_size(1)
+            power_modes = getattr(module, "HailoPowerMode", None)
+            if power_modes is not None and hasattr(self._infer_model, "set_power_mode"):
+                self._infer_model.set_power_mode(getattr(power_modes, self.hailo_power_mode))
             self._infer_model.input().set_format_type(module.FormatType.UINT8)
             self._infer_model.output().set_format_type(module.FormatType.FLOAT32)
             self._configured = self._infer_model.configure().__enter__()

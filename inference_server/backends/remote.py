@@ -153,6 +153,27 @@ class RemoteBackend:
             raise UpstreamError(self.name, "answered with something other than a JSON object")
         return data
 
+    async def post_bytes(self, path: str, data: bytes, *, params: dict[str, str]) -> dict[str, Any]:
+        """A raw body (an image for the peer's vision route) in, a JSON object out."""
+        headers = {**self._headers(), "Content-Type": "application/octet-stream"}
+        try:
+            async with self._session.post(
+                self.peer.url + path,
+                data=data,
+                params=params,
+                headers=headers,
+                timeout=self._timeout(),
+            ) as response:
+                await self._check(response)
+                body = await response.json(content_type=None)
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as err:
+            raise UpstreamError(self.name, f"did not answer ({_describe(err)})") from err
+        except ValueError as err:
+            raise UpstreamError(self.name, "answered with invalid JSON") from err
+        if not isinstance(body, dict):
+            raise UpstreamError(self.name, "answered with something other than a JSON object")
+        return body
+
     async def stream(self, path: str, body: dict[str, Any]) -> RemoteStream:
         """Open a streamed call and read its first line (bounded by ``first_byte_timeout``)."""
         started = time.monotonic()

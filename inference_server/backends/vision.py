@@ -5,6 +5,17 @@ One schema whatever ran the model: objects with a label, a score in 0-1 and a pi
 run here (no HailoRT, no /dev/hailo0, a driver that does not match the library) says why through
 :class:`VisionUnavailableError`; the service then falls back to the next one and reports the
 reason, so "why is this on the CPU?" has an answer in every response.
+
+The node's power mode changes the order (see :func:`plan_steps`), and a healthy routing peer is
+the last resort - or an earlier one when the battery is low: the image goes to the peer's own
+``POST /api/v1/vision/detect`` and the answer says ``backend: "cloud:<peer>"``. A private
+request, and one a peer forwarded to us, never leaves this node.
+
+| power mode             | order                                                   |
+|------------------------|---------------------------------------------------------|
+| performance, balanced  | Hailo → CPU → cloud                                     |
+| power_save             | Hailo → cloud → CPU                                     |
+| critical               | Hailo → cloud; CPU only with ``allow_cpu`` and no cloud |
 """
 
 from __future__ import annotations
@@ -16,7 +27,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -38,6 +49,10 @@ class VisionError(Exception):
 
 class VisionUnavailableError(VisionError):
     """This backend cannot run on this node; ``str()`` says why and what to do."""
+
+
+class VisionPowerRefused(VisionError):
+    """Critical power mode refuses CPU detection here; ``str()`` says what would be accepted."""
 
 
 class ImageDecodeError(VisionError, ValueError):
@@ -93,6 +108,37 @@ class VisionBackend(Protocol):
         """Blocking detection on a BGR image; run it in a worker thread."""
 
     def close(self) -> None: ...
+
+
+class CloudDetector(Protocol):
+    """Detection on a routing peer (see :mod:`inference_server.vision_cloud`)."""
+
+    def available(self) -> bool:
+        """Whether a peer could be asked now (one with its circuit breaker not open)."""
+
+    async def detect(self, data: bytes, params: dict[str, str]) -> tuple[str, dict[str, Any]]:
+        """(peer name, the peer's response body); VisionUnavailableError when none answered."""
+
+
+CLOUD: Literal["cloud"] = "cloud"
+type Step = VisionBackend | Literal["cloud"]
+
+
+def plan_steps(
+    mode: str, local: list[VisionBackend], *, cloud: bool, allow_cpu: bool
+) -> list[Step]:
+    """The order of attempts for one request under a power mode (the table above).
+
+    ``cloud`` is whether a peer may be asked at all (not private, not forwarded, one is up).
+    """
+    accel = [b for b in local if b.name != "cpu"]
+    cpu = [b for b in local if b.name == "cpu"]
+    remote: list[Step] = [CLOUD] if cloud else []
+    if mode == "critical":
+        return [*accel, *remote, *(cpu if allow_cpu and not cloud else [])]
+    if mode == "power_save":
+        return [*accel, *remote, *cpu]
+    return [*local, *remote]
 
 
 def decode_image(data: bytes) -> Image:
@@ -162,6 +208,9 @@ class VisionService:
     max_detections: int = 50
     retry_after: float = 300.0
     clock: Callable[[], float] = time.monotonic
+    power_mode: Callable[[], str] = lambda: "balanced"
+    """The node's power mode, read at every request (the power manager owns it)."""
+    cloud: CloudDetector | None = None
     _reasons: dict[str, str | None] = field(default_factory=dict)
     _checked: dict[str, float] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -209,26 +258,63 @@ class VisionService:
         backend: str | None = None,
         min_score: float | None = None,
         max_detections: int | None = None,
+        private: bool = False,
+        forwarded: bool = False,
+        allow_cpu: bool = False,
     ) -> DetectionResult:
         started = time.perf_counter()
         image = await asyncio.to_thread(decode_image, data)
         decoded = time.perf_counter()
         reasons = self.availability()
-        order = [b for b in self.backends if b.name == backend] if backend else self._order()
+        mode = self.power_mode()
+        local = [b for b in self.backends if b.name == backend] if backend else self._order()
+        cloud_ok = (
+            self.cloud is not None
+            and backend is None
+            and not private
+            and not forwarded
+            and self.cloud.available()
+        )
+        steps = plan_steps(mode, local, cloud=cloud_ok, allow_cpu=allow_cpu)
         skipped: list[str] = []
-        for candidate in order:
+        height, width = image.shape[:2]
+        score = self.min_score if min_score is None else min_score
+        limit = max_detections or self.max_detections
+        for step in steps:
+            if step == CLOUD:
+                assert self.cloud is not None
+                params = {"min_score": str(score), "max_detections": str(limit)}
+                try:
+                    t0 = time.perf_counter()
+                    peer, body = await self.cloud.detect(data, params)
+                    t1 = time.perf_counter()
+                    return _from_cloud(
+                        peer,
+                        body,
+                        timings={
+                            "decode_ms": (decoded - started) * 1000,
+                            "inference_ms": (t1 - t0) * 1000,
+                            "total_ms": (time.perf_counter() - started) * 1000,
+                        },
+                        fallback_reason="; ".join(skipped) or None,
+                    )
+                except VisionUnavailableError as err:
+                    skipped.append(f"cloud: {err}")
+                    continue
+            assert not isinstance(step, str)
+            candidate = step
             reason = reasons.get(candidate.name)
             if reason is not None:
                 skipped.append(f"{candidate.name}: {reason}")
                 continue
             try:
                 async with self._lock:  # one model run at a time: the device is shared
+                    set_mode = getattr(candidate, "set_power_mode", None)
+                    if set_mode is not None:
+                        set_mode(mode)
                     t0 = time.perf_counter()
                     found = await asyncio.to_thread(
-                        candidate.detect,
-                        image,
-                        min_score=self.min_score if min_score is None else min_score,
-                        max_detections=max_detections or self.max_detections,
+                        candidate.detect, image, min_score=score, max_detections=limit
                     )
                     t1 = time.perf_counter()
             except VisionUnavailableError as err:
@@ -236,7 +322,6 @@ class VisionService:
                 self._mark(candidate.name, str(err))
                 skipped.append(f"{candidate.name}: {err}")
                 continue
-            height, width = image.shape[:2]
             return DetectionResult(
                 backend=candidate.name,
                 model=candidate.model,
@@ -250,6 +335,19 @@ class VisionService:
                 },
                 fallback_reason="; ".join(skipped) or None,
             )
+        if private and self.cloud is not None and backend is None:
+            skipped.append("cloud: not asked, the request is private and never leaves this node")
+        elif forwarded:
+            skipped.append("cloud: not asked, a peer forwarded this request")
+        cpu_planned = any(not isinstance(s, str) and s.name == "cpu" for s in steps)
+        cpu_held_back = any(b.name == "cpu" for b in local) and not cpu_planned
+        if mode == "critical" and cpu_held_back and reasons.get("cpu") is None:
+            raise VisionPowerRefused(
+                "the node is in critical power mode and does not detect on its CPU: "
+                + ("; ".join(skipped) or "no Hailo and no cloud peer")
+                + ". Send allow_cpu=true to accept CPU detection when no cloud peer is up, "
+                "or change the power mode (PUT /api/v1/power)"
+            )
         raise VisionUnavailableError(
             "no vision backend can run here: " + ("; ".join(skipped) or "none configured")
         )
@@ -257,3 +355,36 @@ class VisionService:
     def close(self) -> None:
         for backend in self.backends:
             backend.close()
+
+
+def _from_cloud(
+    peer: str, body: dict[str, Any], *, timings: dict[str, float], fallback_reason: str | None
+) -> DetectionResult:
+    """The peer's answer in the common schema; a malformed one is the peer's failure."""
+    try:
+        detections = tuple(
+            Detection(
+                label=str(o["label"]),
+                score=float(o["score"]),
+                box=(
+                    int(o["box"]["x_min"]),
+                    int(o["box"]["y_min"]),
+                    int(o["box"]["x_max"]),
+                    int(o["box"]["y_max"]),
+                ),
+            )
+            for o in body["objects"]
+        )
+        return DetectionResult(
+            backend=f"cloud:{peer}",
+            model=str(body["model"]),
+            width=int(body["width"]),
+            height=int(body["height"]),
+            detections=detections,
+            timings=timings,
+            fallback_reason=fallback_reason,
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise VisionUnavailableError(
+            f"the cloud peer '{peer}' answered with an invalid detection ({err!r})"
+        ) from None

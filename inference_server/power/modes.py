@@ -11,6 +11,12 @@ Critical also refuses heavy work on the edge with HTTP 503 ``power_critical``: a
 above the cap, more than 8 embedding inputs, a prompt over 8000 characters, or a model that is
 not loaded (loading one is the heaviest thing a node does). The cap elsewhere clamps silently,
 like a context limit: the answer's ``finish_reason`` is ``length``.
+
+Critical also serves only the smallest local model (by file size, ties by id): a chat,
+completion or embedding request for any other local model gets the same 503 ``power_critical``
+naming the smallest one, so the client can ask for it (or go to a cloud peer, which the router
+prefers in critical anyway). Nothing is swapped silently: an answer from another model than the
+one asked for would be a lie.
 """
 
 from __future__ import annotations
@@ -133,11 +139,28 @@ class PowerManager:
         cap = self.profile.max_tokens_cap
         return requested if cap is None else min(requested, cap)
 
-    def check_heavy(self, kind: str, body: dict[str, Any], *, model_loaded: bool) -> None:
-        """Raise HeavyWorkRefused when critical mode must not run this on the edge."""
+    def check_heavy(
+        self,
+        kind: str,
+        body: dict[str, Any],
+        *,
+        model_loaded: bool,
+        model: str | None = None,
+        smallest: str | None = None,
+    ) -> None:
+        """Raise HeavyWorkRefused when critical mode must not run this on the edge.
+
+        ``model`` is the local model the request resolves to, ``smallest`` the smallest local
+        model; when both are known and differ, critical refuses and names the smallest.
+        """
         profile = self.profile
         if not profile.refuse_heavy:
             return
+        if model is not None and smallest is not None and model != smallest:
+            raise HeavyWorkRefused(
+                f"only the smallest local model, '{smallest}', runs in critical mode "
+                f"(asked for '{model}'); ask for '{smallest}'"
+            )
         cap = profile.max_tokens_cap or 0
         asked = body.get("max_completion_tokens") or body.get("max_tokens")
         if kind != "embeddings" and isinstance(asked, int) and asked > cap:

@@ -37,6 +37,7 @@ from inference_server.backends.remote import (
     UpstreamError,
     UpstreamRejected,
 )
+from inference_server.models.embedding import EMBEDDING_MODEL_ID
 from inference_server.node import NODE_KEY, Node
 from inference_server.power.modes import HeavyWorkRefused
 from inference_server.routing.router import (
@@ -193,12 +194,26 @@ async def _edge(
     request[ROUTE_KEY] = RouteInfo(reason=reason)
     if power.profile.refuse_heavy:
         model = body.get("model") or ""
+        resolved: str | None = None
         try:
-            loaded = await node.engine.resolve(model) in node.engine.loaded_model_ids()
+            resolved = await node.engine.resolve(model)
+            loaded = resolved in node.engine.loaded_model_ids()
         except ModelNotFoundError:
             loaded = True  # let the local path give its 404
+        # Generation only: the embedding model is separate and small, and not a chat model.
+        smallest = min(
+            (m for m in await node.engine.models() if m.id != EMBEDDING_MODEL_ID),
+            key=lambda m: (m.size_bytes, m.id),
+            default=None,
+        )
         try:
-            power.check_heavy(route.kind, body, model_loaded=loaded)
+            power.check_heavy(
+                route.kind,
+                body,
+                model_loaded=loaded,
+                model=resolved,
+                smallest=None if smallest is None or route.kind == "embeddings" else smallest.id,
+            )
         except HeavyWorkRefused as err:
             request[ROUTE_KEY] = RouteInfo(reason=REFUSED_POWER)
             _decided(request, node, route, target=None, reason=REFUSED_POWER, peer=None, ok=False)

@@ -182,3 +182,16 @@ def test_readme_lists_every_reason() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `((?:edge|cloud|refused): [^`]+)` \|", readme, re.M))
     assert documented == set(REASONS)
+
+
+def test_critical_names_the_smallest_model(tmp_path: Path) -> None:
+    """Critical serves only the smallest local model; another one is refused, naming it."""
+    from inference_server.power.modes import HeavyWorkRefused
+
+    power = PowerManager(_settings(tmp_path), lambda threads, slots: None)
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+    power.check_heavy("chat", body, model_loaded=True, model="big", smallest="small")  # balanced
+    power.set_mode("critical")
+    power.check_heavy("chat", body, model_loaded=True, model="small", smallest="small")
+    with pytest.raises(HeavyWorkRefused, match="'small'"):
+        power.check_heavy("chat", body, model_loaded=True, model="big", smallest="small")

@@ -23,10 +23,14 @@ from skimage import data as skdata
 from inference_server.backends.cpu_vision import CpuVisionBackend
 from inference_server.backends.hailo import HailoBackend
 from inference_server.backends.vision import (
+    Detection,
+    Image,
     ImageDecodeError,
+    VisionBackend,
     VisionService,
     VisionUnavailableError,
     decode_image,
+    plan_steps,
 )
 
 FAKES = Path(__file__).parent / "fakes"
@@ -222,3 +226,62 @@ def test_service_probes_an_unavailable_backend_again_later(
     assert result.fallback_reason is None
     assert [d.label for d in result.detections] == ["person"]
     backend.close()
+
+
+def test_hailo_follows_the_power_mode(
+    fake_hailort: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """performance → ULTRA_PERFORMANCE, every other mode → PERFORMANCE, applied at configure."""
+    device, hef, driver = fake_hailort
+    monkeypatch.setenv("FAKE_HAILO_DEVICE", "present")
+    mode = ["balanced"]
+    backend = HailoBackend(device=device, hef=hef, driver_version_file=driver)
+    service = VisionService(backends=[backend, CpuVisionBackend()], power_mode=lambda: mode[0])
+    image = jpeg(np.zeros((64, 64, 3), np.uint8))
+    fake = importlib.import_module("hailo_platform")
+    configured = fake.CONFIGURED_POWER_MODES
+    configured.clear()
+    assert asyncio.run(service.detect(image)).backend == "hailo"
+    assert asyncio.run(service.detect(image)).backend == "hailo"
+    assert [m.name for m in configured] == ["PERFORMANCE"]  # configured once, kept
+    mode[0] = "performance"
+    asyncio.run(service.detect(image))
+    mode[0] = "critical"
+    asyncio.run(service.detect(image))
+    assert [m.name for m in configured] == ["PERFORMANCE", "ULTRA_PERFORMANCE", "PERFORMANCE"]
+    backend.close()
+
+
+class _Named:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.model = name
+
+    def probe(self) -> str | None:
+        return None
+
+    def detect(self, image: Image, *, min_score: float, max_detections: int) -> list[Detection]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("mode", "cloud", "allow_cpu", "order"),
+    [
+        ("performance", True, False, ["hailo", "cpu", "cloud"]),
+        ("balanced", True, False, ["hailo", "cpu", "cloud"]),
+        ("balanced", False, False, ["hailo", "cpu"]),
+        ("power_save", True, False, ["hailo", "cloud", "cpu"]),
+        ("power_save", False, False, ["hailo", "cpu"]),
+        ("critical", True, False, ["hailo", "cloud"]),
+        ("critical", True, True, ["hailo", "cloud"]),
+        ("critical", False, False, ["hailo"]),
+        ("critical", False, True, ["hailo", "cpu"]),
+    ],
+)
+def test_power_mode_order(mode: str, cloud: bool, allow_cpu: bool, order: list[str]) -> None:
+    local: list[VisionBackend] = [_Named("hailo"), _Named("cpu")]
+    steps = plan_steps(mode, local, cloud=cloud, allow_cpu=allow_cpu)
+    assert [s if isinstance(s, str) else s.name for s in steps] == order

@@ -3,6 +3,7 @@
 Only what :mod:`inference_server.backends.hailo` touches: ``VDevice`` with ``create_params``,
 ``create_infer_model`` → ``InferModel`` (``input()``/``output()`` with ``shape`` and
 ``set_format_type``, ``set_batch_size``, ``configure()`` as a context manager) →
+``set_power_mode(HailoPowerMode)`` →
 ``ConfiguredInferModel`` (``create_bindings``, ``wait_for_async_ready``, ``run_async``) and
 ``HailoRTException``. Behaviour is steered by environment variables so a test can play "no
 device" (VDevice raises as HailoRT does without a PCIe device) or "one person detected".
@@ -31,6 +32,15 @@ class FormatType(Enum):
 class HailoSchedulingAlgorithm(Enum):
     NONE = 0
     ROUND_ROBIN = 1
+
+
+class HailoPowerMode(Enum):
+    PERFORMANCE = 0
+    ULTRA_PERFORMANCE = 1
+
+
+CONFIGURED_POWER_MODES: list[HailoPowerMode] = []
+"""The power mode of every ``configure()``, in order (a test reads what the chip was given)."""
 
 
 class _Params:
@@ -104,9 +114,14 @@ class _InferModel:
     def __init__(self) -> None:
         self._input = _Stream((640, 640, 3))
         self._output = _Stream((80,))
+        self._power_mode = HailoPowerMode.PERFORMANCE
 
     def set_batch_size(self, size: int) -> None:
         pass
+
+    def set_power_mode(self, mode: HailoPowerMode) -> None:
+        assert isinstance(mode, HailoPowerMode)
+        self._power_mode = mode
 
     def input(self) -> _Stream:
         return self._input
@@ -115,6 +130,7 @@ class _InferModel:
         return self._output
 
     def configure(self) -> _Configured:
+        CONFIGURED_POWER_MODES.append(self._power_mode)
         return _Configured()
 
 
