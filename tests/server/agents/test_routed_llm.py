@@ -112,6 +112,23 @@ def test_private_llm_task_stays_on_the_edge(edge: ServerProcess, cloud: ServerPr
     assert _served(cloud) == cloud_before
 
 
+def test_private_header_on_submit_makes_the_task_private(
+    edge: ServerProcess, cloud: ServerProcess
+) -> None:
+    """Decided where the caller is known, as for HTTP: the header works on a task submit too."""
+    cloud_before = _served(cloud)
+    status, _, task = edge.request(
+        "POST",
+        "/api/v1/agents/tasks",
+        {"capability": "llm", "payload": PROMPT, "wait": 90},
+        headers={"X-Prime-Spark-Private": "true"},
+    )
+    assert status == 200, task
+    assert task["state"] == "succeeded", task
+    assert task["result"]["route"]["reason"] == "edge: private"
+    assert _served(cloud) == cloud_before
+
+
 def test_private_must_be_a_boolean(edge: ServerProcess) -> None:
     status, _, body = edge.request(
         "POST",
