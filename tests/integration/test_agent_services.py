@@ -32,7 +32,8 @@ async def test_memory_store_and_recall(
         capability="memory",
         payload={"op": "store", "key": "ha-test", "value": {"room": "kitchen"}},
     )
-    assert stored["result"] == {"key": "ha-test", "stored": True}
+    assert stored["result"]["stored"] is True
+    assert stored["result"]["namespace"] == "agent:memory"
     assert stored["agent"] == f"{NODE_ID}.memory"
     assert stored["attempts"] == 1
     recalled = await _run(
