@@ -29,7 +29,7 @@ from inference_server.api import analytics as analytics_api
 from inference_server.api import power as power_api
 from inference_server.api import routing as routing_api
 from inference_server.api.errors import error_middleware
-from inference_server.api.memory import setup_memory
+from inference_server.api.memory import MEMORY_KEY, setup_memory
 from inference_server.config import Settings
 from inference_server.discovery import Advertiser
 from inference_server.events import StateWatcher
@@ -82,7 +82,6 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
         settings.security, (bootstrap,) if bootstrap is not None else ()
     )
     app[RATE_LIMITER_KEY] = RateLimiter(settings.security.rate_limit_per_minute)
-    app[AGENTS_KEY] = AgentService(node)
     for table in (
         openai.routes,
         control.routes,
@@ -102,6 +101,8 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
         app.cleanup_ctx.append(link_lifecycle)
     app.on_cleanup.append(_close_vision)
     setup_memory(app)
+    # After vision and memory: the vision and memory agents use them.
+    app[AGENTS_KEY] = AgentService(node, vision=app[vision.VISION_KEY], memory=app.get(MEMORY_KEY))
     if settings.analytics.enabled:
         _setup_analytics(app, node)
     _setup_cors(app, settings)

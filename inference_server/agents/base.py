@@ -19,13 +19,16 @@ import voluptuous as vol
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from inference_server.backends.vision import VisionService
     from inference_server.config import Settings
+    from inference_server.memory.store import TieredMemory
     from inference_server.node import Node
 
 BUILTIN_MODULES: tuple[str, ...] = (
     "inference_server.agents.builtin.llm",
     "inference_server.agents.builtin.embed",
     "inference_server.agents.builtin.memory",
+    "inference_server.agents.builtin.vision",
 )
 
 
@@ -35,12 +38,15 @@ class TaskRejectedError(Exception):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class AgentContext:
-    """What an agent may use: the node (its engine), the settings, and Redis when configured."""
+    """What an agent may use: the node (its engine and router), the settings, Redis when
+    configured, and the node's vision service and tiered memory when it has them."""
 
     node: Node
     settings: Settings
     redis: Redis | None
     key_prefix: str
+    vision: VisionService | None = None
+    memory: TieredMemory | None = None
 
 
 class Agent:

@@ -33,6 +33,8 @@ from inference_server.agents.model import (
 )
 from inference_server.agents.redis_broker import RedisBroker
 from inference_server.agents.worker import AgentRunner, RunnerSettings
+from inference_server.backends.vision import VisionService
+from inference_server.memory.store import TieredMemory
 from inference_server.node import Node
 
 _LOGGER = logging.getLogger(__name__)
@@ -54,14 +56,25 @@ def build_broker(node: Node) -> Broker:
 
 
 class AgentService:
-    def __init__(self, node: Node) -> None:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        vision: VisionService | None = None,
+        memory: TieredMemory | None = None,
+    ) -> None:
         self.node = node
         self.settings = node.settings.agents
         self.broker = build_broker(node)
         self.types: dict[str, type[Agent]] = load_agent_types(self.settings.modules)
         redis = self.broker.redis if isinstance(self.broker, RedisBroker) else None
         self.context = AgentContext(
-            node=node, settings=node.settings, redis=redis, key_prefix=self.settings.key_prefix
+            node=node,
+            settings=node.settings,
+            redis=redis,
+            key_prefix=self.settings.key_prefix,
+            vision=vision,
+            memory=memory,
         )
         self.unavailable: dict[str, str] = {}
         local: list[tuple[Agent, int]] = []

@@ -29,6 +29,8 @@ from inference_server.agents.model import (
 from inference_server.agents.service import AGENTS_KEY, AgentService
 from inference_server.api.errors import ApiError
 from inference_server.api.validation import read_json, validate
+from inference_server.node import NODE_KEY
+from inference_server.routing.dispatch import is_private
 from inference_server.security.middleware import requires
 
 routes = web.RouteTableDef()
@@ -162,6 +164,11 @@ async def submit_task(request: web.Request) -> web.Response:
     except vol.Invalid as err:
         param, message = describe_invalid(err)
         raise ApiError(400, message, param=param) from err
+    if capability == "llm":
+        # Privacy is decided here, where the caller is known, as for an HTTP chat request:
+        # the payload's flag, the X-Prime-Spark-Private header, else this node's default for
+        # the caller's token. The node that runs the task only reads the result.
+        payload["private"] = is_private(request, payload, request.app[NODE_KEY])
     timeout = body.get("timeout")
     spec = TaskSpec(
         capability=capability,

@@ -368,6 +368,19 @@ def _decided(
     ok: bool,
 ) -> None:
     """Count, remember and publish one decision (the ``route`` event HA shows)."""
+    publish_decision(node, route, target=target, reason=reason, peer=peer, ok=ok)
+
+
+def publish_decision(
+    node: Node,
+    route: RouteRequest,
+    *,
+    target: Target | None,
+    reason: str,
+    peer: str | None,
+    ok: bool,
+) -> None:
+    """:func:`_decided` without an HTTP request: agent tasks are routed too (agents/engine)."""
     router = node.router
     assert router is not None
     decision: dict[str, Any] = {
@@ -391,3 +404,8 @@ def _decided(
     if node.routing_metrics is not None:
         node.routing_metrics.decisions.labels(target or "none", peer or "", reason).inc()
     node.events.publish("route", decision)
+
+
+record_upstream_failure = _failed
+"""Breaker and counter bookkeeping of a failed peer call, for callers outside an HTTP route."""
+record_upstream_outcome = _outcome

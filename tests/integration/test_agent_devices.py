@@ -25,7 +25,7 @@ from tests.server.server_process import ServerProcess
 from .const import NODE_ID
 from .helpers import crash, entry_for, wait_for
 
-AGENT_TYPES = ("embed", "llm", "memory")
+AGENT_TYPES = ("embed", "llm", "memory", "vision")
 
 
 def _agent_devices(hass: HomeAssistant, entry: MockConfigEntry) -> set[str]:
@@ -84,7 +84,7 @@ async def test_agent_devices_follow_the_cluster(
 
         async def cluster_ready() -> bool:
             _, _, body = await hass.async_add_executor_job(edge.request, "GET", "/api/v1/agents")
-            return len(body["agents"]) == 4
+            return len(body["agents"]) == len(AGENT_TYPES) + 1
 
         await wait_for(cluster_ready, timeout=30)
         assert await hass.config_entries.async_setup(entry.entry_id)

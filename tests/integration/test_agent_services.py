@@ -32,7 +32,8 @@ async def test_memory_store_and_recall(
         capability="memory",
         payload={"op": "store", "key": "ha-test", "value": {"room": "kitchen"}},
     )
-    assert stored["result"] == {"key": "ha-test", "stored": True}
+    assert stored["result"]["stored"] is True
+    assert stored["result"]["namespace"] == "agent:memory"
     assert stored["agent"] == f"{NODE_ID}.memory"
     assert stored["attempts"] == 1
     recalled = await _run(
@@ -64,10 +65,10 @@ async def test_no_agent_for_capability(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
     with pytest.raises(ServiceValidationError) as err:
-        await _run(hass, capability="vision", payload={})
+        await _run(hass, capability="sonar", payload={})
     assert err.value.translation_domain == DOMAIN
     assert err.value.translation_key == "no_agent"
-    assert err.value.translation_placeholders == {"capability": "vision"}
+    assert err.value.translation_placeholders == {"capability": "sonar"}
 
 
 async def test_payload_refused_by_the_node(

@@ -1,7 +1,11 @@
 """``llm``: chat with, or summarise through, the node's language model.
 
 Payload: ``{"messages": [...]}`` (OpenAI chat messages) or ``{"prompt": "..."}``, or
-``{"summarise": "long text"}``; optional ``max_tokens``, ``temperature``, ``model``.
+``{"summarise": "long text"}``; optional ``max_tokens``, ``temperature``, ``model`` and
+``private`` (true: the task never leaves the node, as the ``private`` field of an HTTP request).
+
+The task is routed like ``POST /v1/chat/completions`` (see :mod:`inference_server.agents.engine`);
+the result's ``route`` says where it ran and why.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from inference_server.agents.base import Agent, TaskRejectedError
 from inference_server.backends.base import ModelNotFoundError, PromptTooLongError
 from inference_server.chat import ChatFormatError
 from inference_server.chat.messages import parse_messages
+from inference_server.routing.router import RouteRefused
 
 SUMMARY_INSTRUCTION = "Summarise the following text in a few short sentences."
 
@@ -43,6 +48,7 @@ class LlmAgent(Agent):
                 vol.Optional("max_tokens"): vol.All(int, vol.Range(min=1, max=8192)),
                 vol.Optional("temperature"): vol.All(vol.Coerce(float), vol.Range(min=0, max=2)),
                 vol.Optional("model"): vol.All(str, vol.Length(min=1)),
+                vol.Optional("private"): bool,
             },
             _one_input,
         )
@@ -64,10 +70,20 @@ class LlmAgent(Agent):
                 model=payload.get("model"),
                 max_tokens=payload.get("max_tokens"),
                 temperature=payload.get("temperature", 0.7),
+                private=payload.get("private", False),
             )
-        except (ChatFormatError, ModelNotFoundError, PromptTooLongError) as err:
+        except (
+            ChatFormatError,
+            ModelNotFoundError,
+            PromptTooLongError,
+            engine.CloudRejectedError,
+        ) as err:
             # Retrying cannot help: the payload itself is wrong for this node's model.
             raise TaskRejectedError(str(err)) from err
+        except RouteRefused as err:
+            if err.status < 500:  # private, and the model only on the cloud
+                raise TaskRejectedError(str(err)) from err
+            raise  # every serving peer cooling down: retry with backoff
         return {
             "text": out.text,
             "model": out.model,
@@ -76,6 +92,7 @@ class LlmAgent(Agent):
                 "prompt_tokens": out.prompt_tokens,
                 "completion_tokens": out.completion_tokens,
             },
+            "route": {"target": out.target, "peer": out.peer, "reason": out.reason},
         }
 
 

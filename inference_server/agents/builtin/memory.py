@@ -1,52 +1,29 @@
-"""``memory``: store, recall and forget short notes by key.
+"""``memory``: store, recall and forget notes by key, in the node's tiered memory.
 
-A deliberately tiny key-value (a Redis hash when agents use Redis, so every node sees the same
-notes; a dict in-process otherwise) standing in until the tiered memory subsystem lands; then
-this agent calls that subsystem instead and keeps its payload format.
+The same store the ``/api/v1/memory`` routes use (hot → warm → cold, see README "Memory"), so a
+note an agent stores is visible there and survives what that store survives. Notes go to the
+namespace ``agent:memory`` unless the payload names another (``agent:<name>`` for a named agent
+of yours, or any namespace the memory API accepts). The default is per agent *type*, not per
+agent instance: a recall may be served by any node's memory agent and must find what another
+stored (with the hot tier on Redis every node sees the same items).
 
-Payload: ``{"op": "store", "key": k, "value": v}``, ``{"op": "recall", "key": k}``,
-``{"op": "forget", "key": k}``.
+Payload: ``{"op": "store", "key": k, "value": v}`` (optional ``tags``, ``ttl_seconds``),
+``{"op": "recall", "key": k}``, ``{"op": "forget", "key": k}``; each may add ``namespace``.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
 
 import voluptuous as vol
 
-from inference_server.agents.base import Agent, AgentContext
+from inference_server.agents.base import Agent, AgentContext, TaskRejectedError
+from inference_server.memory.record import MAX_KEY_CHARS, NAMESPACE_RE
+from inference_server.memory.store import InvalidItemError, TieredMemory
 
-KEY = vol.All(str, vol.Length(min=1, max=256))
-
-
-class InterimKeyValue:
-    """The interim store: one Redis hash, or this process's dict."""
-
-    _local: ClassVar[dict[str, dict[str, str]]] = {}
-
-    def __init__(self, context: AgentContext) -> None:
-        self._redis: Any = context.redis
-        self._hash = f"{context.key_prefix}memory"
-
-    async def set(self, key: str, value: Any) -> None:
-        text = json.dumps(value)
-        if self._redis is None:
-            self._local.setdefault(self._hash, {})[key] = text
-        else:
-            await self._redis.hset(self._hash, key, text)
-
-    async def get(self, key: str) -> tuple[bool, Any]:
-        if self._redis is None:
-            text: str | bytes | None = self._local.get(self._hash, {}).get(key)
-        else:
-            text = await self._redis.hget(self._hash, key)
-        return (False, None) if text is None else (True, json.loads(text))
-
-    async def delete(self, key: str) -> bool:
-        if self._redis is None:
-            return self._local.get(self._hash, {}).pop(key, None) is not None
-        return bool(await self._redis.hdel(self._hash, key))
+DEFAULT_NAMESPACE = "agent:memory"
+KEY = vol.All(str, vol.Length(min=1, max=MAX_KEY_CHARS))
+NAMESPACE = vol.All(str, vol.Match(NAMESPACE_RE, msg="namespace: letters, digits, _.:@-"))
 
 
 class MemoryAgent(Agent):
@@ -54,25 +31,66 @@ class MemoryAgent(Agent):
     default_capacity: ClassVar[int] = 8
     payload_schema: ClassVar[vol.Schema] = vol.Schema(
         vol.Any(
-            {vol.Required("op"): "store", vol.Required("key"): KEY, vol.Required("value"): object},
-            {vol.Required("op"): vol.In(("recall", "forget")), vol.Required("key"): KEY},
+            {
+                vol.Required("op"): "store",
+                vol.Required("key"): KEY,
+                vol.Required("value"): object,
+                vol.Optional("namespace"): NAMESPACE,
+                vol.Optional("tags"): [str],
+                vol.Optional("ttl_seconds"): vol.All(
+                    vol.Coerce(float), vol.Range(min=1, max=10 * 365 * 86400)
+                ),
+            },
+            {
+                vol.Required("op"): vol.In(("recall", "forget")),
+                vol.Required("key"): KEY,
+                vol.Optional("namespace"): NAMESPACE,
+            },
             msg="expected op store (with key and value), recall or forget (with key)",
         )
     )
 
+    @classmethod
+    def unavailable(cls, context: AgentContext) -> str | None:
+        if context.memory is None:
+            return "the memory subsystem is turned off (memory.enabled)"
+        return None
+
     def __init__(self, context: AgentContext) -> None:
         super().__init__(context)
-        self.store = InterimKeyValue(context)
+        assert context.memory is not None  # unavailable() kept us from being built otherwise
+        self.memory: TieredMemory = context.memory
 
     async def run(self, payload: dict[str, Any]) -> Any:
         key = payload["key"]
+        namespace = payload.get("namespace", DEFAULT_NAMESPACE)
+        # TierUnavailableError propagates: every tier down is an outage, worth a retry.
         if payload["op"] == "store":
-            await self.store.set(key, payload["value"])
-            return {"key": key, "stored": True}
+            try:
+                _, tier = await self.memory.put(
+                    namespace,
+                    key,
+                    payload["value"],
+                    tags=payload.get("tags", ()),
+                    ttl_seconds=payload.get("ttl_seconds"),
+                )
+            except InvalidItemError as err:  # too large, bad tags: no retry can fix it
+                raise TaskRejectedError(str(err)) from err
+            return {"namespace": namespace, "key": key, "stored": True, "tier": tier}
         if payload["op"] == "recall":
-            found, value = await self.store.get(key)
-            return {"key": key, "found": found, "value": value}
-        return {"key": key, "forgotten": await self.store.delete(key)}
+            found = await self.memory.get(namespace, key)
+            if found is None:
+                return {"namespace": namespace, "key": key, "found": False, "value": None}
+            item, tier = found
+            return {
+                "namespace": namespace,
+                "key": key,
+                "found": True,
+                "value": item.value,
+                "tier": tier,
+            }
+        forgotten = await self.memory.delete(namespace, key)
+        return {"namespace": namespace, "key": key, "forgotten": forgotten}
 
 
 AGENT = MemoryAgent

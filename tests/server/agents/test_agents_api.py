@@ -17,8 +17,8 @@ def test_agents_listed_with_capabilities(agent_server: ServerProcess) -> None:
     status, _, body = agent_server.request("GET", "/api/v1/agents", token=TOKENS["reader"])
     assert status == 200
     capabilities = {c for a in body["agents"] for c in a["capabilities"]}
-    assert {"llm", "embed", "memory", "test.sleep", "test.fail"} <= capabilities
-    assert "vision" not in capabilities  # no vision backend: not registered, not faked
+    assert {"llm", "embed", "memory", "vision", "test.sleep", "test.fail"} <= capabilities
+    # No Hailo here, but the CPU detector runs wherever OpenCV does: vision is offered.
     sleeper = next(a for a in body["agents"] if a["capabilities"] == ["test.sleep"])
     assert sleeper["capacity"] == 1
     assert sleeper["tier"] == "edge"
@@ -59,20 +59,29 @@ def test_summarise_and_embed(agent_server: ServerProcess) -> None:
 
 
 def test_memory_store_recall_forget(agent_server: ServerProcess) -> None:
+    """The agent writes the tiered memory the /api/v1/memory routes read, in agent:memory."""
     stored = submit(
         agent_server,
         capability="memory",
         payload={"op": "store", "key": "door-code-hint", "value": {"hint": "blue"}},
         wait=30,
     )
-    assert stored["result"] == {"key": "door-code-hint", "stored": True}
+    assert stored["state"] == "succeeded", stored
+    assert stored["result"]["stored"] is True
+    assert stored["result"]["namespace"] == "agent:memory"
+    status, _, item = agent_server.request(
+        "GET", "/api/v1/memory/items/agent:memory/door-code-hint", token=TOKENS["reader"]
+    )
+    assert status == 200, item
+    assert item["value"] == {"hint": "blue"}
     recalled = submit(
         agent_server,
         capability="memory",
         payload={"op": "recall", "key": "door-code-hint"},
         wait=30,
     )
-    assert recalled["result"] == {"key": "door-code-hint", "found": True, "value": {"hint": "blue"}}
+    assert recalled["result"]["found"] is True
+    assert recalled["result"]["value"] == {"hint": "blue"}
     forgot = submit(
         agent_server,
         capability="memory",
@@ -87,6 +96,78 @@ def test_memory_store_recall_forget(agent_server: ServerProcess) -> None:
         wait=30,
     )
     assert again["result"]["found"] is False
+    status, _, _ = agent_server.request(
+        "GET", "/api/v1/memory/items/agent:memory/door-code-hint", token=TOKENS["reader"]
+    )
+    assert status == 404
+
+
+def test_memory_recalls_what_the_memory_api_stored_in_another_namespace(
+    agent_server: ServerProcess,
+) -> None:
+    status, _, body = agent_server.request(
+        "PUT",
+        "/api/v1/memory/items/agent:butler/plan",
+        {"value": "water the plants"},
+        token=TOKENS["operator"],
+    )
+    assert status in (200, 201), body
+    recalled = submit(
+        agent_server,
+        capability="memory",
+        payload={"op": "recall", "key": "plan", "namespace": "agent:butler"},
+        wait=30,
+    )
+    assert recalled["result"]["value"] == "water the plants", recalled
+    assert recalled["result"]["namespace"] == "agent:butler"
+
+
+def test_vision_task_finds_the_astronaut(agent_server: ServerProcess) -> None:
+    """A real photo through the agents API: the same answer as POST /api/v1/vision/detect."""
+    import base64
+
+    import cv2
+    from skimage import data as skdata
+
+    ok, png = cv2.imencode(".png", cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
+    assert ok
+    task = submit(
+        agent_server,
+        capability="vision",
+        payload={"image": base64.b64encode(png.tobytes()).decode(), "max_detections": 10},
+        wait=60,
+    )
+    assert task["state"] == "succeeded", task
+    result = task["result"]
+    assert task["agent"].endswith(".vision")
+    assert result["backend"] == "cpu"
+    assert (result["width"], result["height"]) == (512, 512)
+    faces = [o for o in result["objects"] if o["label"] == "face"]
+    assert faces, result
+    box = faces[0]["box"]
+    assert box["x_min"] <= 223 <= box["x_max"] and box["y_min"] <= 113 <= box["y_max"]
+    status, _, direct = agent_server.request(
+        "POST", "/api/v1/vision/detect?max_detections=10", raw=png.tobytes()
+    )
+    assert status == 200, direct
+    assert set(direct) == set(result)
+    assert [o["box"] for o in direct["objects"]] == [o["box"] for o in result["objects"]]
+
+
+def test_vision_task_with_a_broken_image_is_rejected_not_retried(
+    agent_server: ServerProcess,
+) -> None:
+    import base64
+
+    task = submit(
+        agent_server,
+        capability="vision",
+        payload={"image": base64.b64encode(b"not an image at all").decode()},
+        wait=60,
+    )
+    assert task["state"] == "dead", task
+    assert task["attempts"] == 1
+    assert "image" in task["error"]
 
 
 def test_idempotency_key_returns_the_same_task(agent_server: ServerProcess) -> None:
@@ -198,7 +279,15 @@ BAD: list[tuple[str, str, Any, int, str]] = [
     ("POST", "/api/v1/agents/tasks", {"capability": "llm", "priority": "urgent"}, 400, "priority"),
     ("POST", "/api/v1/agents/tasks", {"capability": "llm", "timeout": -1}, 400, "timeout"),
     ("POST", "/api/v1/agents/tasks", {"capability": "llm", "timeout": "5"}, 400, "timeout"),
-    ("POST", "/api/v1/agents/tasks", {"capability": "vision"}, 404, "vision"),
+    ("POST", "/api/v1/agents/tasks", {"capability": "sonar"}, 404, "sonar"),
+    (
+        "POST",
+        "/api/v1/agents/tasks",
+        {"capability": "vision", "payload": {"image": "###"}},
+        400,
+        "base64",
+    ),
+    ("POST", "/api/v1/agents/tasks", {"capability": "vision", "payload": {}}, 400, "image"),
     ("POST", "/api/v1/agents/tasks", b"{oops", 400, "not valid JSON"),
     ("GET", "/api/v1/agents/tasks?state=happy", None, 400, "state"),
     ("GET", "/api/v1/agents/tasks?limit=lots", None, 400, "limit"),

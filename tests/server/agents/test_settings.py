@@ -53,7 +53,7 @@ def test_bad_values_are_named(values: dict[str, object], message: str) -> None:
 
 def test_builtin_agent_types_and_a_bad_module() -> None:
     types = load_agent_types(())
-    assert set(types) == {"llm", "embed", "memory"}
-    assert len(BUILTIN_MODULES) == 3
+    assert set(types) == {"llm", "embed", "memory", "vision"}
+    assert len(BUILTIN_MODULES) == 4
     with pytest.raises(TypeError, match="no AGENT"):
         load_agent_types(("inference_server.agents.model",))
