@@ -11,6 +11,7 @@ WireGuard needed to see what it emits).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -19,11 +20,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from inference_server.analytics.schema import validate_event
 from inference_server.power.telemetry import parse_pmic
 from tests.server.agents.conftest import FAST_AGENTS, submit, wait_task
+from tests.server.analytics.conftest import (  # noqa: F401 - fixtures
+    kafka_bootstrap,
+    pg_dsn,
+    topic_prefix,
+)
 from tests.server.api.conftest import MakeServer
 from tests.server.server_process import TOKENS, ServerProcess
 
@@ -296,3 +303,97 @@ def test_link_status(edge: ServerProcess) -> None:
     assert link["status"] == "down"
     assert link["handshake_age_seconds"] is not None and link["handshake_age_seconds"] > 180
     assert link["rx_bytes"] == 764 and link["tx_bytes"] == 932
+
+
+def test_subsystem_events_through_kafka_into_postgres(
+    make_server: MakeServer,
+    kafka_bootstrap: str,  # noqa: F811
+    pg_dsn: str,  # noqa: F811
+    topic_prefix: str,  # noqa: F811
+) -> None:
+    """The same emitters on a node pointed at the real broker and PostgreSQL: each topic's
+    event goes spool → Kafka (its own topic) → sink → ``analytics_events``, exactly once."""
+    node = make_server(
+        {
+            "analytics": {
+                "kafka_bootstrap": kafka_bootstrap,
+                "postgres_dsn": pg_dsn,
+                "topic_prefix": topic_prefix,
+                "consumer_group": f"g-{topic_prefix}",
+            },
+            "memory": {"cache_enabled": False},
+            "agents": dict(FAST_AGENTS),
+        },
+        name="emit-kafka",
+    ).start()
+    try:
+        _chat(node)
+        _set(node, "/api/v1/power", {"mode": "performance"})
+        status, _, body = node.request("PUT", "/api/v1/memory/items/emitpg/k", {"value": 1})
+        assert status == 200, body
+        task = submit(node, capability="test.sleep", payload={"seconds": 0})
+        assert wait_task(node, task["id"])["state"] == "succeeded"
+
+        async def rows() -> list[Any]:
+            conn = await asyncpg.connect(pg_dsn)
+            try:
+                return list(await conn.fetch("SELECT event_id, type, data FROM analytics_events"))
+            finally:
+                await conn.close()
+
+        def topics() -> dict[str, list[dict[str, Any]]] | None:
+            got: dict[str, list[dict[str, Any]]] = {}
+            for row in asyncio.run(rows()):
+                got.setdefault(row["type"], []).append(json.loads(row["data"]))
+            wanted = {"routing", "power", "memory", "agent_task", "inference"}
+            done = wanted <= got.keys() and any(
+                d["state"] == "succeeded" for d in got["agent_task"]
+            )
+            return got if done else None
+
+        got = _until(topics, "every topic in PostgreSQL", timeout=120)
+        assert any(d["decision"] == "edge" and d["mode"] == "edge_first" for d in got["routing"])
+        assert any(d["kind"] == "mode_change" and d["mode"] == "performance" for d in got["power"])
+        assert any(d["operation"] == "set" and d["tier"] == "hot" for d in got["memory"])
+        states = {d["state"] for d in got["agent_task"] if d["task_id"] == task["id"]}
+        assert {"queued", "started", "succeeded"} <= states
+        ids = [row["event_id"] for row in asyncio.run(rows())]
+        assert len(ids) == len(set(ids))
+    finally:
+        node.stop()
+
+
+def test_subsystems_work_unchanged_with_analytics_off(
+    make_server: MakeServer, cloud: ServerProcess
+) -> None:
+    """Routing to a peer, power, memory moves and agents on a node without analytics: every
+    call answers as usual and nothing is written (no store, no spool)."""
+    node = make_server(
+        {
+            "analytics": {"enabled": False},
+            "routing": {
+                "mode": "cloud_first",
+                "peers": [{"name": "cloud", "url": cloud.url, "token": TOKENS["operator"]}],
+                "health_interval": 0.5,
+            },
+            "memory": {"hot_max_items": 1, "cache_enabled": False},
+            "agents": dict(FAST_AGENTS),
+        },
+        name="emit-off",
+    ).start()
+    try:
+        _until(lambda: _peer_reachable(node), "the first peer health check")
+        assert _chat(node).get("x-prime-spark-peer") == "cloud"
+        _set(node, "/api/v1/power", {"mode": "power_save"})
+        for key in ("a", "b", "a"):
+            status, _, body = node.request("PUT", f"/api/v1/memory/items/off/{key}", {"value": 1})
+            assert status == 200, body
+        status, _, body = node.request("GET", "/api/v1/memory/items/off/b")
+        assert status == 200, body
+        task = submit(node, capability="test.sleep", payload={"seconds": 0})
+        assert wait_task(node, task["id"])["state"] == "succeeded"
+        status, _, _ = node.request("GET", "/api/v1/analytics/summary", token=TOKENS["reader"])
+        assert status == 503
+        assert not (node.data_dir / "analytics").exists()
+    finally:
+        node.stop()
