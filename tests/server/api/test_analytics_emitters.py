@@ -397,3 +397,22 @@ def test_subsystems_work_unchanged_with_analytics_off(
         assert not (node.data_dir / "analytics").exists()
     finally:
         node.stop()
+
+
+def test_response_cache_result_is_recorded(server: ServerProcess) -> None:
+    """The same prompt twice on a node with the response cache: a miss, then an exact hit,
+    both in the inference events, so the summary's cache hit rate is real."""
+    prompt = f"Name a colour ({uuid.uuid4().hex[:8]})."
+    body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 4, "temperature": 0}
+    for _ in range(2):
+        status, _, answer = server.request(
+            "POST", "/v1/chat/completions", body, token=TOKENS["operator"]
+        )
+        assert status == 200, answer
+    assert _stored(server, "inference", lambda d: d["cache"] == "miss", "a cache miss")
+    hit = _stored(server, "inference", lambda d: d["cache"] == "exact", "a cache hit")["data"]
+    assert hit["side"] == "edge" and hit["model"] != "unknown"
+    status, _, summary = server.request(
+        "GET", "/api/v1/analytics/summary?window=5m", token=TOKENS["reader"]
+    )
+    assert status == 200 and summary["cache_hit_rate"] > 0
