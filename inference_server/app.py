@@ -95,7 +95,7 @@ def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> we
     app[vision.VISION_KEY] = build_vision_service(settings.vision)
     attach_cloud_vision(app[vision.VISION_KEY], node)
     app.router.add_routes(vision.routes)
-    app[LINK_KEY] = LinkMonitor(settings=settings.link, bus=node.events)
+    app[LINK_KEY] = LinkMonitor(settings=settings.link, bus=node.events, emit=node.emit_event)
     app.router.add_routes(link.routes)
     if settings.link.enabled:
         app.cleanup_ctx.append(link_lifecycle)
@@ -139,6 +139,7 @@ def _setup_analytics(app: web.Application, node: Node) -> None:
         default_model=node.settings.models.default,
     )
     app[ANALYTICS_KEY] = analytics
+    node.analytics = analytics
     node.metrics.registry.register(AnalyticsCollector(analytics))
     app.cleanup_ctx.append(_analytics_lifecycle)
 

@@ -7,6 +7,7 @@ two nodes in one process and a route reads everything through a typed key.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import secrets
 import time
@@ -24,10 +25,14 @@ from inference_server.models.registry import ModelRegistry
 from inference_server.stats import RequestStats
 
 if TYPE_CHECKING:
+    from inference_server.analytics.events import Payload
+    from inference_server.analytics.service import Analytics
     from inference_server.power.modes import PowerManager
     from inference_server.power.telemetry import PmicReader
     from inference_server.routing.metrics import RoutingMetrics
     from inference_server.routing.router import Router
+
+_LOGGER = logging.getLogger(__name__)
 
 NODE_ID_FILE = "node_id"
 _NODE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -70,6 +75,22 @@ class Node:
     power_watts: float | None = None
     power_reader: PmicReader | None = None
     """Last PMIC reading (refreshed in the background); None where the board has no telemetry."""
+    analytics: Analytics | None = None
+    """Set when analytics is enabled; subsystems emit through :meth:`emit_event`."""
+
+    def emit_event(self, payload: Payload) -> None:
+        """Emit one analytics event; a no-op with analytics off, never raises, never blocks.
+
+        Subsystems call this instead of holding the analytics service, so each works unchanged
+        when analytics is disabled, and a schema bug is logged instead of failing the operation
+        the event describes (``Analytics.emit`` only validates and enqueues).
+        """
+        if self.analytics is None:
+            return
+        try:
+            self.analytics.emit(payload)
+        except ValueError:
+            _LOGGER.exception("%s analytics event rejected", payload.TYPE)
 
     @property
     def version(self) -> str:

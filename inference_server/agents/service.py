@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import Any, Final
 
 import voluptuous as vol
 from aiohttp import web
@@ -30,9 +30,11 @@ from inference_server.agents.model import (
     BrokerUnavailableError,
     TaskEvent,
     TaskRecord,
+    TaskState,
 )
 from inference_server.agents.redis_broker import RedisBroker
 from inference_server.agents.worker import AgentRunner, RunnerSettings
+from inference_server.analytics.events import AgentTaskEvent
 from inference_server.backends.vision import VisionService
 from inference_server.memory.store import TieredMemory
 from inference_server.node import Node
@@ -53,6 +55,19 @@ def build_broker(node: Node) -> Broker:
     if agents.redis_url:
         return RedisBroker(agents.redis_url, agents.key_prefix, settings)
     return LocalBroker(settings)
+
+
+ANALYTICS_STATES: Final[dict[TaskState, Any]] = {
+    "queued": "queued",
+    "running": "started",
+    "retrying": "retried",
+    "succeeded": "succeeded",
+    "cancelled": "cancelled",
+    "dead": "dead_lettered",
+    "expired": "expired",
+}
+"""Broker task states → the ``agent_task`` topic's lifecycle names (a failed attempt that will
+be retried is ``retried``; one out of attempts is ``dead_lettered``)."""
 
 
 class AgentService:
@@ -126,6 +141,13 @@ class AgentService:
                 "agent": event.agent,
                 "error": event.error,
             },
+        )
+        self.node.emit_event(
+            AgentTaskEvent(
+                task_id=event.task_id,
+                agent_id=event.agent,
+                state=ANALYTICS_STATES[event.state],
+            )
         )
         if event.state not in LIVE_STATES:
             for future in self._waiters.pop(event.task_id, []):

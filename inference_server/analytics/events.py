@@ -62,6 +62,8 @@ class InferenceEvent(Payload):
     """Time spent decoding; tokens/s is completion_tokens over this, not over latency."""
     cache: CacheResult = "none"
     stream: bool = False
+    peer: str | None = None
+    """The cloud peer that answered when ``side`` is ``cloud`` (an optional, additive field)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -75,6 +77,7 @@ class RoutingEvent(Payload):
     model: str | None = None
     private: bool = False
     fallback: bool = False
+    peer: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -94,7 +97,7 @@ class MemoryEvent(Payload):
     """A memory operation on a tier, or a move between tiers (promote / demote)."""
 
     TYPE: ClassVar[str] = "memory"
-    operation: Literal["get", "set", "delete", "promote", "demote", "evict"]
+    operation: Literal["get", "set", "delete", "search", "promote", "demote", "evict"]
     tier: Literal["hot", "warm", "cold"]
     to_tier: Literal["hot", "warm", "cold"] | None = None
     hit: bool | None = None
@@ -109,7 +112,16 @@ class AgentTaskEvent(Payload):
     TYPE: ClassVar[str] = "agent_task"
     task_id: str
     agent_id: str | None = None
-    state: Literal["queued", "started", "succeeded", "failed", "retried", "dead_lettered"]
+    state: Literal[
+        "queued",
+        "started",
+        "succeeded",
+        "failed",
+        "retried",
+        "dead_lettered",
+        "cancelled",
+        "expired",
+    ]
     attempt: int = 1
     duration_ms: float | None = None
 

@@ -30,6 +30,7 @@ INFERENCE_PREFIX = "/v1/"
 class InferenceRecord:
     model: str | None = None
     side: Side = "edge"
+    peer: str | None = None
     cache: CacheResult = "none"
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -113,6 +114,7 @@ def _emit(
                 generation_ms=round(record.generation_seconds * 1000, 3),
                 cache=record.cache,
                 stream=stream,
+                peer=record.peer,
             )
         )
     except ValueError:  # a schema bug must never fail the request it describes

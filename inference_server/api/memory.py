@@ -328,7 +328,9 @@ def setup_memory(app: web.Application) -> None:
     if not settings.enabled:
         return
     embedder = Embedder(node.engine, settings.embedding_model)
-    memory = TieredMemory(settings, node.settings.server.data_dir, embedder=embedder)
+    memory = TieredMemory(
+        settings, node.settings.server.data_dir, embedder=embedder, emit=node.emit_event
+    )
     app[MEMORY_KEY] = memory
     cache = ResponseCache(settings, embedder) if settings.cache_enabled else None
     if cache is not None:

@@ -7,6 +7,7 @@ from typing import Any
 import voluptuous as vol
 from aiohttp import web
 
+from inference_server.analytics.events import PowerEvent
 from inference_server.api.errors import ApiError
 from inference_server.api.validation import read_json, validate
 from inference_server.config import POWER_MODES
@@ -73,5 +74,11 @@ async def put_power(request: web.Request) -> web.Response:
     """Switch modes: threads and slots change for the next requests (running ones finish)."""
     node = request.app[NODE_KEY]
     body = validate(POWER_SCHEMA, await read_json(request))
-    _power(node).set_mode(body["mode"])
+    power = _power(node)
+    previous = power.mode
+    power.set_mode(body["mode"])
+    if power.mode != previous:
+        node.emit_event(
+            PowerEvent(kind="mode_change", mode=power.mode, previous_mode=previous, source="api")
+        )
     return web.json_response(await describe_power(node))

@@ -9,16 +9,26 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
+from inference_server.analytics.events import CacheResult
+from inference_server.analytics.requests import current_record
 from inference_server.memory.cache import (
     CACHE_STATUS_KEY,
     HEADER,
     RESPONSE_CACHE_KEY,
+    CacheStatus,
     Lookup,
 )
+
+_ANALYTICS_CACHE: Final[dict[CacheStatus, CacheResult]] = {
+    "hit": "exact",
+    "semantic-hit": "semantic",
+    "miss": "miss",
+    "bypass": "none",
+}
 
 
 async def cached_chat_response(
@@ -30,6 +40,10 @@ async def cached_chat_response(
         return None, None
     lookup = await cache.lookup(body, request.headers, model)
     request[CACHE_STATUS_KEY] = lookup.status
+    record = current_record()
+    if record is not None:  # the inference event's cache column (the summary's hit rate)
+        record.cache = _ANALYTICS_CACHE[lookup.status]
+        record.model = record.model or model
     if lookup.response is None:
         return None, lookup
     cached = lookup.response

@@ -19,10 +19,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from aiohttp import web
 
+from inference_server.analytics.events import LinkEvent
 from inference_server.config import LinkSettings
 from inference_server.events import EventBus
 from inference_server.link.dump import DumpParseError, InterfaceState, parse_dump
@@ -61,6 +62,8 @@ async def run_command(*argv: str, limit: float = COMMAND_TIMEOUT) -> str:
 class LinkMonitor:
     settings: LinkSettings
     bus: EventBus | None = None
+    emit: Callable[[LinkEvent], object] | None = None
+    """Where ``link`` analytics events go (the node's ``emit_event``); None sends none."""
     clock: Callable[[], float] = time.time
     state: InterfaceState | None = None
     error: str | None = None
@@ -144,7 +147,26 @@ class LinkMonitor:
                 last = comparable
                 if self.bus is not None:
                     self.bus.publish("link", snapshot)
+                if self.emit is not None:
+                    self.emit(link_event(snapshot))
             await asyncio.sleep(self.settings.poll_interval)
+
+
+def link_event(snapshot: dict[str, Any]) -> LinkEvent:
+    """The ``link`` analytics event of a status snapshot: sent when it changes (connected,
+    peers, traffic), with the handshake age of that moment."""
+    if not snapshot.get("enabled", True) or "connected" not in snapshot:
+        status: Literal["up", "down", "unknown"] = "unknown"
+    else:
+        status = "up" if snapshot["connected"] else "down"
+    age = snapshot.get("handshake_age_seconds")
+    return LinkEvent(
+        interface=str(snapshot.get("interface") or "wg0")[:64],
+        status=status,
+        handshake_age_seconds=None if age is None else max(0.0, float(age)),
+        rx_bytes=max(0, int(snapshot.get("rx_bytes") or 0)),
+        tx_bytes=max(0, int(snapshot.get("tx_bytes") or 0)),
+    )
 
 
 def _without_clock(snapshot: dict[str, Any]) -> dict[str, Any]:

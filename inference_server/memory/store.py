@@ -29,8 +29,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from inference_server.analytics.events import MemoryEvent
 from inference_server.config import MemorySettings
 from inference_server.memory.cold import PeerTier
 from inference_server.memory.embedder import Embedder, cosine
@@ -56,6 +57,8 @@ from inference_server.memory.warm import DirectoryTier
 _LOGGER = logging.getLogger(__name__)
 
 HOT_RETRY_SECONDS = 1.0
+
+MemoryOperation = Literal["get", "set", "delete", "search", "promote", "demote"]
 
 
 class InvalidItemError(ValueError):
@@ -145,8 +148,11 @@ class TieredMemory:
         *,
         embedder: Embedder | None = None,
         on_change: Callable[[], None] | None = None,
+        emit: Callable[[MemoryEvent], object] | None = None,
     ) -> None:
         self.settings = settings
+        self._emit = emit
+        """Where ``memory`` analytics events go (the node's ``emit_event``); None sends none."""
         self.embedder = embedder
         self._on_change = on_change
         self.hot: RedisHotTier | LocalHotTier = (
@@ -331,8 +337,11 @@ class TieredMemory:
                 item = decode(item.with_embedding(vector).encode())
             except Exception as err:  # search degrades, the write must not
                 _LOGGER.warning("Memory: no embedding for %s/%s: %s", namespace, key, err)
-        tier = await self._write(item.namespace, item.key, item.encode())
+        started = time.perf_counter()
+        text = item.encode()
+        tier = await self._write(item.namespace, item.key, text)
         self._changed()
+        self._event("set", tier, started, size=len(text))
         return item, tier
 
     async def put_raw(self, text: str, *, only_if_absent: bool = False) -> TierName | None:
@@ -376,6 +385,7 @@ class TieredMemory:
         self, namespace: str, key: str, *, promote: bool = True
     ) -> tuple[MemoryItem, TierName] | None:
         self.reads += promote
+        started = time.perf_counter()
         for tier in self.tiers():
             if tier is self.hot and not (self._hot_up or await self.check_hot()):
                 continue
@@ -396,6 +406,7 @@ class TieredMemory:
                 await self.delete(namespace, key)
                 return None
             if promote:
+                self._event("get", tier.name, started, hit=True, size=len(text))
                 self.counters[tier.name].hits += 1
                 self.read_hits += 1
                 now = time.time()
@@ -406,11 +417,14 @@ class TieredMemory:
                     await tier.touch(namespace, key, now)
                     self._promote_later(namespace, key, tier.name)
             return item, tier.name
+        if promote:
+            self._event("get", "hot", started, hit=False)
         return None
 
     async def delete(self, namespace: str, key: str) -> bool:
         """Delete from every tier; a tier that is down is journalled (hot) or reported."""
         found = False
+        started = time.perf_counter()
         for tier in self.tiers():
             if tier is self.hot and not (self._hot_up or await self.check_hot()):
                 self._journal_outage(item_id(namespace, key))
@@ -424,6 +438,7 @@ class TieredMemory:
                     continue
                 raise
         self._changed()
+        self._event("delete", "hot", started, hit=found)
         return found
 
     async def list_items(
@@ -466,6 +481,7 @@ class TieredMemory:
         """Top-k items of a namespace by cosine similarity of their embedding to the query's."""
         if self.embedder is None:
             raise TierUnavailableError("hot", "semantic search needs the embedding model")
+        started = time.perf_counter()
         vector = await self.embedder.embed(query)
         scored: dict[str, tuple[MemoryItem, TierName, float]] = {}
         for item, tier in await self.list_items(namespace, limit=1_000_000):
@@ -485,7 +501,37 @@ class TieredMemory:
                     continue  # the peer's copy is shadowed by a hotter one we already scored
                 scored.setdefault(ident, (decode(text), "cold", score))
         ranked = sorted(scored.values(), key=lambda entry: -entry[2])
+        self._event("search", "hot", started, hit=bool(ranked))
         return ranked[:top_k]
+
+    def _event(
+        self,
+        operation: MemoryOperation,
+        tier: TierName,
+        started: float,
+        *,
+        to_tier: TierName | None = None,
+        hit: bool | None = None,
+        size: int = 0,
+    ) -> None:
+        """One ``memory`` analytics event: cheap (a dataclass and a queue put), never raises.
+
+        Deletes, searches and misses name ``hot``, where every lookup starts; ``bytes`` is
+        the stored (canonical JSON) size.
+        """
+        if self._emit is None:
+            return
+        elapsed = round((time.perf_counter() - started) * 1000, 3)
+        self._emit(
+            MemoryEvent(
+                operation=operation,
+                tier=tier,
+                to_tier=to_tier,
+                hit=hit,
+                bytes=size,
+                latency_ms=max(0.0, elapsed),
+            )
+        )
 
     # ------------------------------------------------------------------ moves
 
@@ -510,6 +556,7 @@ class TieredMemory:
         self, namespace: str, key: str, src_name: TierName, dst_name: TierName, *, promotion: bool
     ) -> bool:
         """Copy, verify, then delete the source (if unchanged). Idempotent; journalled."""
+        move_started = time.perf_counter()
         src, dst = self.tier(src_name), self.tier(dst_name)
         if src is None or dst is None:
             return False
@@ -541,6 +588,13 @@ class TieredMemory:
             if not keep_source:
                 await asyncio.to_thread(self._journal.clear, ident)
         counters_src, counters_dst = self.counters[src_name], self.counters[dst_name]
+        self._event(
+            "promote" if promotion else "demote",
+            src_name,
+            move_started,
+            to_tier=dst_name,
+            size=len(text),
+        )
         if promotion:
             counters_src.promotions_out += 1
             counters_dst.promotions_in += 1

@@ -22,6 +22,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from inference_server.analytics.events import RoutingEvent
+from inference_server.analytics.requests import current_record, note_generation
 from inference_server.api.errors import ApiError
 from inference_server.backends.base import (
     BackendError,
@@ -41,7 +43,10 @@ from inference_server.models.embedding import EMBEDDING_MODEL_ID
 from inference_server.node import NODE_KEY, Node
 from inference_server.power.modes import HeavyWorkRefused
 from inference_server.routing.router import (
+    CLOUD_EDGE_FAILED,
     CLOUD_EDGE_QUEUE_FULL,
+    CLOUD_PEER_FAILED,
+    EDGE_CLOUD_FAILED,
     REFUSED_POWER,
     Kind,
     RouteRefused,
@@ -283,6 +288,7 @@ async def _cloud(
             _outcome(node, upstream, "ok")
             if metrics is not None:
                 metrics.usage(upstream.name, data.get("usage"))
+            _note_cloud_usage(model or route.model, data)
             _decided(
                 request, node, route, target="cloud", reason=reason, peer=upstream.name, ok=True
             )
@@ -404,6 +410,56 @@ def publish_decision(
     if node.routing_metrics is not None:
         node.routing_metrics.decisions.labels(target or "none", peer or "", reason).inc()
     node.events.publish("route", decision)
+    if target is not None:
+        _emit_decision(node, route, target=target, reason=reason, peer=peer, ok=ok)
+
+
+FALLBACK_REASONS: Final = frozenset(
+    {EDGE_CLOUD_FAILED, CLOUD_EDGE_FAILED, CLOUD_PEER_FAILED, CLOUD_EDGE_QUEUE_FULL}
+)
+
+
+def _emit_decision(
+    node: Node, route: RouteRequest, *, target: Target, reason: str, peer: str | None, ok: bool
+) -> None:
+    """The ``routing`` analytics event, and the side/peer of the request's inference event.
+
+    A refused request (no target) has no routing event: the schema's ``decision`` is a side,
+    and its inference event (4xx/503) already records it. Only a cloud answer that worked
+    marks the record ``cloud``, so the edge/cloud share counts who really served it.
+    """
+    router = node.router
+    assert router is not None
+    node.emit_event(
+        RoutingEvent(
+            mode=router.mode,
+            decision=target,
+            reason=reason,
+            model=route.model,
+            private=route.private,
+            fallback=reason in FALLBACK_REASONS,
+            peer=peer,
+        )
+    )
+    record = current_record()
+    if record is not None and ok:
+        record.side = target
+        record.peer = peer
+
+
+def _note_cloud_usage(model: str | None, data: dict[str, Any]) -> None:
+    """Model and tokens of a peer's answer into the inference record (the edge path's
+    generation code does this for local answers); a stream's usage is not seen here."""
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        usage = {}
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    note_generation(
+        str(data.get("model") or model or ""),
+        prompt if isinstance(prompt, int) and prompt >= 0 else 0,
+        completion if isinstance(completion, int) and completion >= 0 else 0,
+    )
 
 
 record_upstream_failure = _failed

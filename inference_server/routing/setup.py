@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from inference_server.analytics.events import PowerEvent
 from inference_server.backends.base import ModelNotFoundError
 from inference_server.node import NODE_KEY, Node
 from inference_server.power.modes import PowerManager
@@ -86,6 +87,15 @@ async def _telemetry(node: Node, reader: PmicReader) -> None:
         try:
             reading = await reader.read()
             node.power_watts = None if reading is None else reading.watts
+            if reading is not None:  # no telemetry, no reading event (never a made-up 0 W)
+                node.emit_event(
+                    PowerEvent(
+                        kind="reading",
+                        mode=node.power.mode if node.power is not None else None,
+                        watts=max(0.0, reading.watts),
+                        source=reader.source[:128],
+                    )
+                )
         except Exception:  # never let telemetry take the node down
             _LOGGER.exception("Reading power telemetry failed")
         await asyncio.sleep(TELEMETRY_INTERVAL)

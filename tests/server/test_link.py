@@ -273,3 +273,28 @@ def test_real_tunnel_between_namespaces(
     assert edge_conf.stem not in sh("ip", "netns", "exec", lab.edge, "ip", "link")
     assert "TCPMSS" not in lab.in_ns(lab.edge, "iptables", "-t", "mangle", "-S", "POSTROUTING")
     lab.wg_quick(lab.vps, "down", vps_conf, check=False)
+
+
+async def test_link_event_of_a_missing_interface_is_down(tmp_path: Path) -> None:
+    """No ``wg`` at all: the analytics event says down with no handshake, and is emitted."""
+    from inference_server.analytics.events import envelope
+    from inference_server.analytics.schema import validate_event
+    from inference_server.link.monitor import link_event
+
+    sent: list[object] = []
+    monitor = LinkMonitor(
+        settings=LinkSettings(enabled=True, wg_command=(str(tmp_path / "no-wg"),)),
+        emit=sent.append,
+    )
+    event = link_event(await monitor.refresh())
+    assert (event.status, event.handshake_age_seconds, event.rx_bytes) == ("down", None, 0)
+    validate_event(envelope(event, node_id="n1"))
+    task = asyncio.create_task(monitor.run())
+    try:
+        async with asyncio.timeout(5):
+            while not sent:
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+    assert len(sent) == 1  # one poll so far, or more polls with nothing changed
+    assert sent[0] == event

@@ -45,11 +45,18 @@ def test_every_topic_has_a_sample_and_names_are_versioned() -> None:
     assert topic_name("prime_spark", "agent_task") == "prime_spark.agent_task.v1"
 
 
+ADDED_IN_V1: dict[str, set[str]] = {"inference": {"peer"}, "routing": {"peer"}}
+
+
 @pytest.mark.parametrize("payload", SAMPLES, ids=lambda p: p.TYPE)
 def test_dataclass_matches_schema_file(payload: Any) -> None:
     data_schema = schema(payload.TYPE, payload.VERSION)["properties"]["data"]
     fields = {f.name for f in dataclasses.fields(payload)}
-    assert fields == set(data_schema["properties"]) == set(data_schema["required"])
+    assert fields == set(data_schema["properties"])
+    # Fields added to a v1 topic after release stay optional, so older producers' events
+    # (the ingest route, a node not yet upgraded) still validate; everything else is required.
+    added = ADDED_IN_V1.get(payload.TYPE, set())
+    assert set(data_schema["required"]) == fields - added
     event = envelope(payload, node_id="n1")
     validate_event(event)
     assert len(event["event_id"]) == 36
@@ -70,3 +77,13 @@ def test_violations_name_the_topic_and_field() -> None:
         validate_event(event)
     with pytest.raises(EventSchemaError, match="JSON object"):
         validate_event([1])
+
+
+def test_events_without_the_added_peer_field_still_validate() -> None:
+    for payload in (
+        InferenceEvent(model="m", route="/v1/chat/completions", status=200, latency_ms=1.0),
+        RoutingEvent(mode="edge_first", decision="edge", reason="edge: edge first"),
+    ):
+        event = envelope(payload, node_id="old-node")
+        del event["data"]["peer"]
+        validate_event(event)
