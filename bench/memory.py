@@ -4,10 +4,11 @@
                                          [--out bench/RESULTS.md]
 
 (a) Hot tier: ``RedisHotTier`` (redis-py asyncio) with a 50/50 get/put mix, pipelined in batches
-    of ``--pipeline`` (16) operations (``get_many`` = one MGET, ``put_many`` = one pipeline of the
-    Lua put script that also keeps the LRU index and byte count), ``--clients`` (8) concurrent
-    tasks; and ``redis-benchmark -t set,get -P 16 -c 50`` on the same Redis database in the same
-    run. The ratio is ours / the mean of redis-benchmark's SET and GET rates.
+    of ``--pipeline`` (16) operations (``get_many`` = one MGET, ``put_many`` = one EVALSHA of the
+    batch put script that also keeps the LRU index and byte count; the tier coalesces the
+    batches of concurrent tasks into shared round trips), ``--clients`` (8) concurrent tasks;
+    and ``redis-benchmark -t set,get -P 16 -c 50`` on the same Redis database in the same run.
+    The ratio is ours / the mean of redis-benchmark's SET and GET rates.
 (b) Cache hits: a ``prime-spark-server`` (temp data dir, loopback, free port, bundled model) gets
     one deterministic chat request cached, then an open-model load: requests are sent at fixed
     arrival times (``--rates`` per second, ``--seconds`` each) whether or not earlier ones have

@@ -24,7 +24,11 @@ from aiohttp import web
 
 from inference_server.analytics.requests import note_generation
 from inference_server.api.errors import ApiError, from_backend
-from inference_server.api.response_cache import cached_chat_response, remember_chat_response
+from inference_server.api.response_cache import (
+    CloudAnswerTap,
+    cached_chat_response,
+    remember_chat_response,
+)
 from inference_server.api.validation import (
     CHAT_SCHEMA,
     COMPLETION_SCHEMA,
@@ -40,8 +44,9 @@ from inference_server.backends.base import (
     TokenEvent,
 )
 from inference_server.chat import ChatFormatError, PreparedChat, prepare_chat
+from inference_server.memory.cache import Lookup
 from inference_server.node import NODE_KEY, Node
-from inference_server.routing.dispatch import dispatch
+from inference_server.routing.dispatch import dispatch, is_private
 from inference_server.security.middleware import requires
 
 _LOGGER = logging.getLogger(__name__)
@@ -305,19 +310,33 @@ async def _prepare(node: Node, body: dict[str, Any], model: str) -> PreparedChat
 @routes.post("/v1/chat/completions")
 @requires("operator")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """The response cache sits in front of the router: a hit is answered here, a miss is
+    stored by whichever side (edge or cloud peer) answers it."""
     body = validate(CHAT_SCHEMA, await read_json(request))
-    return await dispatch(request, "chat", body, lambda b: _chat_completions(request, b))
-
-
-async def _chat_completions(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
-    """Serve a chat completion on this node (the router chose the edge)."""
     node = request.app[NODE_KEY]
     call = _call(node, body, "chatcmpl")
     cached, lookup = await cached_chat_response(
-        request, body, call.model, stream=call.stream, include_usage=call.include_usage
+        request,
+        body,
+        call.model,
+        stream=call.stream,
+        include_usage=call.include_usage,
+        private=is_private(request, body, node),
     )
     if cached is not None:
         return cached
+    tap = CloudAnswerTap(request, lookup) if lookup is not None and lookup.key else None
+    return await dispatch(
+        request, "chat", body, lambda b: _chat_completions(request, b, lookup), tap=tap
+    )
+
+
+async def _chat_completions(
+    request: web.Request, body: dict[str, Any], lookup: Lookup | None
+) -> web.StreamResponse:
+    """Serve a chat completion on this node (the router chose the edge; the cache missed)."""
+    node = request.app[NODE_KEY]
+    call = _call(node, body, "chatcmpl")
     prepared = await _prepare(node, body, call.model)
     engine_request = GenerationRequest(
         model=call.model,

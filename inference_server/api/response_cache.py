@@ -1,7 +1,9 @@
 """Glue between ``/v1/chat/completions`` and the response cache: lookup before, store after.
 
-Kept out of api/openai.py so the chat route gains two calls, and a router in front of the
-engine can later sit behind the same two calls.
+The lookup runs *before* the router (a hit never reaches the edge's engine or a cloud peer and
+its ``x-prime-spark-route`` says ``cache: hit``); a miss is stored whichever side answered: the
+edge through :func:`remember_chat_response`, a cloud peer through :class:`CloudAnswerTap`, which
+the dispatcher feeds with the peer's whole answer or its SSE lines.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from inference_server.memory.cache import (
     CacheStatus,
     Lookup,
 )
+from inference_server.routing.dispatch import ROUTE_KEY, RouteInfo
 
 _ANALYTICS_CACHE: Final[dict[CacheStatus, CacheResult]] = {
     "hit": "exact",
@@ -32,13 +35,23 @@ _ANALYTICS_CACHE: Final[dict[CacheStatus, CacheResult]] = {
 
 
 async def cached_chat_response(
-    request: web.Request, body: dict[str, Any], model: str, *, stream: bool, include_usage: bool
+    request: web.Request,
+    body: dict[str, Any],
+    model: str,
+    *,
+    stream: bool,
+    include_usage: bool,
+    private: bool | None = None,
 ) -> tuple[web.StreamResponse | None, Lookup | None]:
-    """A response for a cache hit (JSON or SSE like the request asked), else the lookup to store."""
+    """A response for a cache hit (JSON or SSE like the request asked), else the lookup to store.
+
+    ``private`` is the router's verdict (flags, token and node defaults), so the cache's privacy
+    scope is exactly the one that decides whether a request may leave the node.
+    """
     cache = request.app.get(RESPONSE_CACHE_KEY)
     if cache is None:
         return None, None
-    lookup = await cache.lookup(body, request.headers, model)
+    lookup = await cache.lookup(body, request.headers, model, private=private)
     request[CACHE_STATUS_KEY] = lookup.status
     record = current_record()
     if record is not None:  # the inference event's cache column (the summary's hit rate)
@@ -46,6 +59,7 @@ async def cached_chat_response(
         record.model = record.model or model
     if lookup.response is None:
         return None, lookup
+    request[ROUTE_KEY] = RouteInfo(reason=f"cache: {lookup.status}")
     cached = lookup.response
     object_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
@@ -104,6 +118,83 @@ def remember_chat_response(
     cache = request.app.get(RESPONSE_CACHE_KEY)
     if cache is not None:
         cache.store(lookup, response)
+
+
+class CloudAnswerTap:
+    """Stores a cloud peer's answer after a miss: whole, or rebuilt from its SSE chunks.
+
+    A stream is only stored when it ended complete (``[DONE]`` after a finish reason, no error
+    frame); a cut or abandoned stream never becomes a cache entry.
+    """
+
+    def __init__(self, request: web.Request, lookup: Lookup) -> None:
+        self._request = request
+        self._lookup = lookup
+        self._base: dict[str, Any] = {}
+        self._content: list[str] = []
+        self._tool_calls: dict[int, dict[str, Any]] = {}
+        self._finish: str | None = None
+        self._usage: dict[str, Any] | None = None
+        self._broken = False
+
+    def answer(self, data: dict[str, Any]) -> None:
+        if data.get("object") == "chat.completion":
+            stored = {key: value for key, value in data.items() if key != "timings"}
+            remember_chat_response(self._request, self._lookup, stored)
+
+    def line(self, line: bytes) -> None:
+        if self._broken or not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
+            return
+        try:
+            chunk = json.loads(line[6:])
+        except ValueError:
+            self._broken = True
+            return
+        if not isinstance(chunk, dict) or "error" in chunk:
+            self._broken = True
+            return
+        if not self._base:
+            self._base = {k: chunk.get(k) for k in ("id", "created", "model", "system_fingerprint")}
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                self._content.append(delta["content"])
+            for call in delta.get("tool_calls") or []:
+                self._merge_tool_call(call)
+            if choice.get("finish_reason"):
+                self._finish = choice["finish_reason"]
+
+    def _merge_tool_call(self, call: dict[str, Any]) -> None:
+        empty = {"type": "function", "function": {"name": "", "arguments": ""}}
+        slot = self._tool_calls.setdefault(int(call.get("index", 0)), empty)
+        if call.get("id"):
+            slot["id"] = call["id"]
+        function = call.get("function") or {}
+        slot["function"]["name"] += function.get("name") or ""
+        slot["function"]["arguments"] += function.get("arguments") or ""
+
+    def done(self) -> None:
+        if self._broken or self._finish is None or not self._base:
+            return
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._content)}
+        if self._tool_calls:
+            message["content"] = message["content"] or None
+            message["tool_calls"] = [
+                {"id": c.get("id", ""), "type": c["type"], "function": c["function"]}
+                for _, c in sorted(self._tool_calls.items())
+            ]
+        response: dict[str, Any] = {
+            **self._base,
+            "object": "chat.completion",
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": self._finish}
+            ],
+        }
+        if self._usage is not None:
+            response["usage"] = self._usage
+        remember_chat_response(self._request, self._lookup, response)
 
 
 async def add_cache_header(request: web.Request, response: web.StreamResponse) -> None:

@@ -148,13 +148,18 @@ class ResponseCache:
             "hit_rate": round((c.hit + c.semantic_hit) / lookups, 4) if lookups else None,
         }
 
-    async def lookup(self, body: dict[str, Any], headers: Any, model: str) -> Lookup:
+    async def lookup(
+        self, body: dict[str, Any], headers: Any, model: str, *, private: bool | None = None
+    ) -> Lookup:
+        """Answer from the cache or say how to store the reply; ``private`` (the router's
+        verdict) overrides the request's own flags when given."""
         mode = str(headers.get("X-Prime-Spark-Cache") or body.get("cache") or "auto").lower()
         deterministic = body.get("temperature") == 0 or mode == "always"
         if not self.enabled or mode == "bypass" or not deterministic or body.get("n", 1) != 1:
             self.counters.bypass += 1
             return Lookup(status="bypass")
-        namespace, private = scope_of(body, headers)
+        namespace, flagged = scope_of(body, headers)
+        private = flagged if private is None else private
         scope = {"namespace": namespace, "private": private, "model": model}
         shaped = {k: v for k, v in body.items() if k not in _EXCLUDED and k != "model"}
         key = _digest({**scope, "body": shaped})

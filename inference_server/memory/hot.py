@@ -1,9 +1,10 @@
 """The hot tier: Redis (shared, durable as far as Redis's own persistence goes) or in-process.
 
 Redis layout under a prefix: ``i:<ns>\\0<key>`` holds the item's canonical text, the sorted set
-``lru`` scores each item id by its last read (the demotion clock), the hash ``size`` and the
-counter ``bytes`` keep usage exact. Writes and conditional deletes are Lua scripts, so the four
-structures never disagree and "delete only if unchanged" is atomic.
+``lru`` scores each item id by its last read (the demotion clock) and the counter ``bytes`` keeps
+usage exact (an item's old size is its ``STRLEN``, so no per-item size index is kept). Writes and
+conditional deletes are Lua scripts, so the three structures never disagree and "delete only if
+unchanged" is atomic. A batch write is one script call with one ``ZADD`` and one ``INCRBY``.
 
 Expiry is never delegated to Redis ``EXPIRE``: an item silently vanishing from the hot tier
 would let an older copy in a colder tier resurface. TTLs are checked on read and by the mover.
@@ -11,54 +12,162 @@ would let an older copy in a colder tier resurface. TTLs are checked on read and
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.connection import HiredisRespSerializer
+from redis.exceptions import NoScriptError, RedisError
+from redis.utils import HIREDIS_AVAILABLE
 
 from inference_server.memory.record import TierName, TierUnavailableError, item_id, split_id
 from inference_server.memory.tier import Usage
 
 _PUT = """
 if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local old = redis.call('HGET', KEYS[3], ARGV[1])
+local old = redis.call('STRLEN', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[2])
-local n = string.len(ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[1], n)
-redis.call('INCRBY', KEYS[4], n - (tonumber(old) or 0))
+redis.call('INCRBY', KEYS[3], string.len(ARGV[2]) - old)
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 1
 """
 
+# One call per batch: the per-item work is STRLEN + SET; the recency index gets one ZADD with
+# every member and the byte counter one INCRBY with the summed delta.
 _PUT_MANY = """
 local now = ARGV[1]
-for i = 1, #KEYS - 3 do
-  local ident = ARGV[2 * i]
+local n = #KEYS - 2
+local delta = 0
+local zargs = {}
+for i = 1, n do
   local text = ARGV[2 * i + 1]
-  local old = redis.call('HGET', KEYS[#KEYS - 1], ident)
+  delta = delta + string.len(text) - redis.call('STRLEN', KEYS[i])
   redis.call('SET', KEYS[i], text)
-  local n = string.len(text)
-  redis.call('HSET', KEYS[#KEYS - 1], ident, n)
-  redis.call('INCRBY', KEYS[#KEYS], n - (tonumber(old) or 0))
-  redis.call('ZADD', KEYS[#KEYS - 2], now, ident)
+  zargs[2 * i - 1] = now
+  zargs[2 * i] = ARGV[2 * i]
 end
-return #KEYS - 3
+if n > 0 then
+  redis.call('ZADD', KEYS[n + 1], unpack(zargs))
+  redis.call('INCRBY', KEYS[n + 2], delta)
+end
+return n
 """
 
 _DELETE = """
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 0 end
 if ARGV[2] ~= '' and cur ~= ARGV[3] then return 0 end
-local old = redis.call('HGET', KEYS[3], ARGV[1])
 redis.call('DEL', KEYS[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('INCRBY', KEYS[4], -(tonumber(old) or 0))
+redis.call('INCRBY', KEYS[3], -string.len(cur))
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
+
+
+_BATCH = 1000
+
+
+_IN_FLIGHT = 4
+"""Round trips the coalescer keeps in flight at once (Python packs the next while Redis works)."""
+
+
+class _HiredisPackedConnection(aioredis.Connection):
+    """An asyncio connection that packs commands with hiredis's C packer.
+
+    redis-py's sync client already packs with hiredis (``HiredisRespSerializer``), its asyncio
+    connection packs in Python, argument by argument, which was the largest Python cost of a
+    pipelined batch in the profile (bench/RESULTS.md). Replies are parsed by hiredis either way.
+    """
+
+    _serializer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = self._serializer.pack(*args)
+        return packed
+
+
+class _Coalescer:
+    """Sends the reads and writes of concurrent callers in one pipelined round trip.
+
+    The first command of an idle tier goes out at once (no timer, no added latency); commands
+    issued while ``_IN_FLIGHT`` round trips are out queue and leave together in the next one. Per
+    round trip redis-py costs far more Python time than per command, so this is where the
+    client's throughput comes from. Scripts go as ``EVALSHA``; a ``NOSCRIPT`` (Redis restarted
+    or flushed its script cache) loads them and resends only those commands (they never ran).
+    """
+
+    def __init__(self, client: aioredis.Redis, scripts: tuple[str, ...]) -> None:
+        self._client = client
+        self._scripts = {hashlib.sha1(s.encode()).hexdigest(): s for s in scripts}  # noqa: S324
+        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._draining = 0
+
+    @staticmethod
+    def sha(script: str) -> str:
+        return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis's script id
+
+    async def call(self, *command: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((command, future))
+        if self._draining < _IN_FLIGHT:
+            # Counted here and uncounted in _drain with no await between its last look at
+            # the queue and the decrement, so a queued command always has a drainer.
+            self._draining += 1
+            task = loop.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._send(batch, retry=True)
+        finally:
+            self._draining -= 1
+
+    async def _send(
+        self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]], *, retry: bool
+    ) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for command, _ in batch:
+                    pipe.execute_command(*command)
+                results = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as err:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(err)
+            return
+        missing = [
+            item
+            for item, result in zip(batch, results, strict=True)
+            if retry and isinstance(result, NoScriptError)
+        ]
+        if missing:
+            try:
+                for source in self._scripts.values():
+                    await self._client.script_load(source)
+            except (RedisError, OSError) as err:
+                for _, future in missing:
+                    if not future.done():
+                        future.set_exception(err)
+                missing = []
+            else:
+                await self._send(missing, retry=False)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done() or any(future is f for _, f in missing):
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
 
 def _text(raw: Any) -> str:
@@ -72,8 +181,12 @@ class RedisHotTier:
     durable = True
 
     def __init__(self, url: str, prefix: str) -> None:
+        packed: dict[str, Any] = {}
+        if HIREDIS_AVAILABLE and url.startswith("redis://"):  # TLS / unix keep their class
+            packed["connection_class"] = _HiredisPackedConnection
         self._client: aioredis.Redis = aioredis.Redis.from_url(
             url,
+            **packed,
             socket_connect_timeout=0.5,
             socket_timeout=2.0,
             health_check_interval=0,
@@ -81,11 +194,11 @@ class RedisHotTier:
         )
         self._prefix = prefix
         self._lru = prefix + "lru"
-        self._size = prefix + "size"
         self._bytes = prefix + "bytes"
-        self._put = self._client.register_script(_PUT)
-        self._put_many = self._client.register_script(_PUT_MANY)
         self._delete = self._client.register_script(_DELETE)
+        self._batch = _Coalescer(self._client, (_PUT, _PUT_MANY))
+        self._put_sha = _Coalescer.sha(_PUT)
+        self._put_many_sha = _Coalescer.sha(_PUT_MANY)
 
     def _key(self, ident: str) -> str:
         return self._prefix + "i:" + ident
@@ -95,15 +208,17 @@ class RedisHotTier:
 
     async def get_raw(self, namespace: str, key: str) -> str | None:
         try:
-            raw = await self._client.get(self._key(item_id(namespace, key)))
+            raw = await self._batch.call("GET", self._key(item_id(namespace, key)))
         except RedisError as err:
             raise self._fail(err) from err
         return None if raw is None else _text(raw)
 
     async def get_many(self, idents: list[str]) -> list[str | None]:
         """Pipelined reads (one round trip): what the benchmark's batch mix uses."""
+        if not idents:
+            return []
         try:
-            raws = await self._client.mget([self._key(i) for i in idents])
+            raws = await self._batch.call("MGET", *[self._key(i) for i in idents])
         except RedisError as err:
             raise self._fail(err) from err
         return [None if r is None else _text(r) for r in raws]
@@ -112,28 +227,31 @@ class RedisHotTier:
         self, namespace: str, key: str, text: str, *, only_if_absent: bool = False
     ) -> bool:
         ident = item_id(namespace, key)
-        keys = [self._key(ident), self._lru, self._size, self._bytes]
+        keys = [self._key(ident), self._lru, self._bytes]
         args: list[str | float] = [ident, text, time.time(), "1" if only_if_absent else "0"]
         try:
-            return bool(await self._put(keys=keys, args=args))
+            return bool(await self._batch.call("EVALSHA", self._put_sha, len(keys), *keys, *args))
         except RedisError as err:
             raise self._fail(err) from err
 
     async def put_many(self, items: list[tuple[str, str, str]]) -> None:
         """Batched writes (namespace, key, text): one script call, one round trip."""
-        idents = [item_id(namespace, key) for namespace, key, _ in items]
-        keys = [self._key(i) for i in idents] + [self._lru, self._size, self._bytes]
-        args: list[str | float] = [time.time()]
-        for ident, (_, _, text) in zip(idents, items, strict=True):
-            args += [ident, text]
-        try:
-            await self._put_many(keys=keys, args=args)
-        except RedisError as err:
-            raise self._fail(err) from err
+        now = time.time()
+        for start in range(0, len(items), _BATCH):  # Lua's unpack() takes a few thousand values
+            chunk = items[start : start + _BATCH]
+            idents = [item_id(namespace, key) for namespace, key, _ in chunk]
+            keys = [self._key(i) for i in idents] + [self._lru, self._bytes]
+            args: list[str | float] = [now]
+            for ident, (_, _, text) in zip(idents, chunk, strict=True):
+                args += [ident, text]
+            try:
+                await self._batch.call("EVALSHA", self._put_many_sha, len(keys), *keys, *args)
+            except RedisError as err:
+                raise self._fail(err) from err
 
     async def delete(self, namespace: str, key: str, *, if_text: str | None = None) -> bool:
         ident = item_id(namespace, key)
-        keys = [self._key(ident), self._lru, self._size, self._bytes]
+        keys = [self._key(ident), self._lru, self._bytes]
         args = [ident, "1" if if_text is not None else "", if_text or ""]
         try:
             return bool(await self._delete(keys=keys, args=args))

@@ -417,6 +417,8 @@ class ModelRegistry:
         copy fails to load, the old one keeps serving and ModelLoadError is raised.
         """
         entry = await self._lookup(model or "")
+        if entry.embedding:  # outside the chat LRU: it has its own slot (self._aux)
+            return await self._reload_embedding(entry)
         mid = entry.id
         pending = self._loading.get(mid)
         if pending is not None:
@@ -485,17 +487,36 @@ class ModelRegistry:
                 raise BackendError("The server is stopping")
             engine = self._aux.get(entry.id)
             if engine is None:
-                try:
-                    path = await asyncio.to_thread(ensure_embedding_model, self._data_dir)
-                    settings = dataclasses.replace(self._settings, slots=1, context_size=512)
-                    engine = LlamaCppEngine(entry.id, path, settings)
-                    await asyncio.to_thread(engine.load)
-                except BackendError:
-                    raise
-                except Exception as err:
-                    raise ModelLoadError(f"The model '{entry.id}' failed to load: {err}") from err
+                engine = await self._new_embedding_engine(entry)
                 self._aux[entry.id] = engine
             return engine
+
+    async def _new_embedding_engine(self, entry: _Entry) -> LlamaCppEngine:
+        try:
+            path = await asyncio.to_thread(ensure_embedding_model, self._data_dir)
+            settings = dataclasses.replace(self._settings, slots=1, context_size=512)
+            engine = LlamaCppEngine(entry.id, path, settings)
+            await asyncio.to_thread(engine.load)
+        except BackendError:
+            raise
+        except Exception as err:
+            raise ModelLoadError(f"The model '{entry.id}' failed to load: {err}") from err
+        return engine
+
+    async def _reload_embedding(self, entry: _Entry) -> ModelInfo:
+        """A fresh copy of the embedding model, switched in once loaded; the old copy's close
+        waits for an embedding it is computing (its lock), so no caller sees an error."""
+        if not self._settings.embeddings:
+            raise BackendError("Embeddings are turned off on this node (models.embeddings)")
+        async with self._aux_lock:
+            if self._closed:
+                raise BackendError("The server is stopping")
+            engine = await self._new_embedding_engine(entry)  # a failure keeps the old copy
+            old = self._aux.get(entry.id)
+            self._aux[entry.id] = engine
+        if old is not None:
+            await asyncio.to_thread(old.close)
+        return await asyncio.to_thread(self._describe, entry)
 
     async def embed(self, model: str, inputs: Sequence[str]) -> EmbeddingResult:
         if not self._settings.embeddings:

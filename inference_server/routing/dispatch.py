@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
@@ -74,6 +74,20 @@ _CLIENT_ERRORS = (ModelNotFoundError, PromptTooLongError, InvalidGrammarError)
 Local = Callable[[dict[str, Any]], Awaitable[web.StreamResponse]]
 
 
+class AnswerTap(Protocol):
+    """Sees a cloud peer's successful answer as it passes through (the response cache uses it
+    to store what the cloud said, so the next identical request never leaves the edge)."""
+
+    def answer(self, data: dict[str, Any]) -> None:
+        """A whole (non-streamed) answer."""
+
+    def line(self, line: bytes) -> None:
+        """One SSE line of a streamed answer, as forwarded to the client."""
+
+    def done(self) -> None:
+        """The stream ended complete (never called after a cut or a client leaving)."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RouteInfo:
     reason: str
@@ -117,7 +131,12 @@ def is_private(request: web.Request, body: dict[str, Any], node: Node) -> bool:
 
 
 async def dispatch(
-    request: web.Request, kind: Kind, body: dict[str, Any], local: Local
+    request: web.Request,
+    kind: Kind,
+    body: dict[str, Any],
+    local: Local,
+    *,
+    tap: AnswerTap | None = None,
 ) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     router = node.router
@@ -170,7 +189,13 @@ async def dispatch(
             continue  # another request holds the half-open probe
         try:
             response = await _cloud(
-                request, node=node, upstream=upstream, route=route, body=body, reason=reason
+                request,
+                node=node,
+                upstream=upstream,
+                route=route,
+                body=body,
+                reason=reason,
+                tap=tap,
             )
         except UpstreamError as err:
             _LOGGER.warning("%s; %s", err, "giving up" if last else "falling back")
@@ -251,6 +276,7 @@ async def _cloud(
     route: RouteRequest,
     body: dict[str, Any],
     reason: str,
+    tap: AnswerTap | None = None,
 ) -> web.StreamResponse:
     router = node.router
     assert router is not None
@@ -292,6 +318,8 @@ async def _cloud(
             _decided(
                 request, node, route, target="cloud", reason=reason, peer=upstream.name, ok=True
             )
+            if tap is not None:
+                tap.answer(data)
             return web.json_response(data)
         try:
             stream = await upstream.backend.stream(path, forward)
@@ -316,6 +344,8 @@ async def _cloud(
         try:
             await response.prepare(request)
             async for line in stream.chunks():
+                if tap is not None:
+                    tap.line(line)
                 await response.write(line)
         except UpstreamError as err:
             _failed(node, upstream, err, outcome="cut")
@@ -340,6 +370,8 @@ async def _cloud(
             _outcome(node, upstream, "ok")
             if metrics is not None:
                 metrics.usage(upstream.name, stream.usage)
+            if tap is not None:
+                tap.done()
         await response.write_eof()
         return response
     finally:

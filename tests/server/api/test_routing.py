@@ -51,6 +51,9 @@ def edge(make_server: MakeServer, cloud: ServerProcess) -> Iterator[ServerProces
     proc = make_server(
         {
             "models": {"slots": 2, "queue_size": 16},
+            # The response cache sits in front of the router and would answer the repeated
+            # requests here; tests/server/memory/test_cache_routing.py covers the two together.
+            "memory": {"cache_enabled": False},
             "routing": {
                 "mode": "edge_first",
                 "peers": [
