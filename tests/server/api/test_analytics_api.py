@@ -71,7 +71,9 @@ def power_event(at: float, watts: float) -> dict[str, Any]:
 
 
 def test_inference_request_shows_up_in_the_summary(server: ServerProcess) -> None:
-    status, _, _ = server.request("POST", "/v1/chat/completions", CHAT, token=TOKENS["operator"])
+    # temperature 0: a request the response cache may answer, so it is consulted (a miss)
+    request = {**CHAT, "temperature": 0}
+    status, _, _ = server.request("POST", "/v1/chat/completions", request, token=TOKENS["operator"])
     assert status == 200
     body = eventually(lambda: (s := summary(server)) and s["requests"] >= 1 and s)
     assert body["latency_p50_ms"] is not None and body["latency_p50_ms"] > 0
