@@ -276,8 +276,12 @@ class ModelRegistry:
     # ------------------------------------------------------------------ loading and leases
 
     def loaded_model_ids(self) -> list[str]:
-        """Loaded model ids, least recently used first."""
-        return list(self._engines)
+        """Loaded model ids: chat models least recently used first, then the embedding model.
+
+        The same set ``/api/v1/status`` marks ``loaded``, so the event stream and the status
+        never disagree (Home Assistant reads both).
+        """
+        return [*self._engines, *self._aux]
 
     def engine(self, model: str) -> LlamaCppEngine | None:
         """The loaded engine for ``model`` (for metrics and tests), without loading it."""

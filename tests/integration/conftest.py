@@ -39,6 +39,9 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
+EMBEDDING_MODEL = "all-minilm-l6-v2"  # the node's bundled embedding model
+
+
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Let Home Assistant load custom_components/prime_spark."""
@@ -113,6 +116,12 @@ def server(
     with real_sockets():
         proc = ServerProcess(tmp_path_factory.mktemp("ha"), server_settings, name="node")
         proc.start()
+        # Agent and memory tests embed text, which loads the embedding model: load it now, so
+        # the loaded models (status, diagnostics) do not depend on which test ran first.
+        status, _, body = proc.request(
+            "POST", "/v1/embeddings", {"model": EMBEDDING_MODEL, "input": "x"}
+        )
+        assert status == 200, body
     yield proc
     proc.stop()
 
