@@ -137,7 +137,7 @@ def wait_http(url: str, timeout: float = 240.0, *, any_status: bool = False) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
         except urllib.error.HTTPError:

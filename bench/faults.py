@@ -142,7 +142,7 @@ async def _redis_fault(url: str, redis: Any, rate: float, outage: float) -> dict
         await asyncio.sleep(2.0)
         stop_writing.set()
         await task
-        for key, i in acked.items():
+        for key in acked:
             async with session.get(f"{url}/api/v1/memory/items/{ns}/{key}",
                                    headers=_auth("reader")) as r:  # fmt: skip
                 if r.status == 200:
@@ -230,7 +230,7 @@ async def _peer_fault(
         await asyncio.to_thread(restart_peer)
         ready = time.monotonic()
         phase["name"] = "after"
-        while not back_at and time.monotonic() - ready < 60:
+        while not back_at and time.monotonic() - ready < 60:  # noqa: ASYNC110 - a deadline too
             await asyncio.sleep(0.2)
         await asyncio.sleep(2.0)
         done.set()
@@ -286,8 +286,8 @@ async def _kill_fault(
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         acked = []
         for i in range(items):
-            async with session.put(f"{url}/api/v1/memory/items/{ns}/k{i}",
-                                   data=json.dumps({"value": i}), headers=_auth()) as r:  # fmt: skip
+            item_url = f"{url}/api/v1/memory/items/{ns}/k{i}"
+            async with session.put(item_url, data=json.dumps({"value": i}), headers=_auth()) as r:
                 if 200 <= r.status < 300:
                     acked.append(i)
         body = {"prompt": "Count from 1 to 2000: 1, 2, 3, 4, 5, 6,", "max_tokens": 256,

@@ -55,10 +55,9 @@ from bench.mock_upstream import MODEL
 
 TITLE = "## Gateway overhead vs LiteLLM (bench/gateway.py)"
 LITELLM_KEY = "sk-bench-" + "0123456789abcdef" * 2
-BODY = json.dumps(
-    {"model": MODEL, "messages": [{"role": "user", "content": "turn on the kitchen light"}],
-     "temperature": 0.7, "max_tokens": 16}  # fmt: skip
-).encode()
+_REQUEST = {"model": MODEL, "messages": [{"role": "user", "content": "turn on the kitchen light"}],
+            "temperature": 0.7, "max_tokens": 16}  # fmt: skip
+BODY = json.dumps(_REQUEST).encode()
 
 
 def _free_port() -> int:
@@ -153,9 +152,7 @@ def _sender(
 
 def sustainable(step: RateResult, bound_ms: float) -> bool:
     return (
-        step.error_count == 0
-        and step.p(0.99) <= bound_ms
-        and step.achieved >= 0.95 * step.offered
+        step.error_count == 0 and step.p(0.99) <= bound_ms and step.achieved >= 0.95 * step.offered
     )
 
 
@@ -307,7 +304,7 @@ def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
         lines.append("- LiteLLM was not measured in this run: no ratio")
     lines += [
         "- upstream direct max / best gateway max: "
-        f"{direct['max'] / max(1.0, max(results[n]['max'] for n in results if n != 'direct')):.1f}"
+        f"{direct['max'] / max(1.0, *(results[n]['max'] for n in results if n != 'direct')):.1f}"
         " (the upstream is not the bottleneck when this is well above 1; the direct steps stop "
         "at the generator's own limit, which shares CPU 0 with the upstream)",
         "",
