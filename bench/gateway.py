@@ -321,11 +321,14 @@ def main() -> None:
     parser.add_argument("--p99-bound-ms", type=float, default=100.0)
     parser.add_argument("--connections", type=int, default=512)
     parser.add_argument("--upstream-workers", type=int, default=1)
+    parser.add_argument(
+        "--direct-extra-rates", default="3200,4000", help="rates only the upstream is driven at"
+    )
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    args.extra_direct = [3200, 4000]
+    args.extra_direct = [int(r) for r in args.direct_extra_rates.split(",") if r]
     started = time.monotonic()
     results = asyncio.run(run(args))
     section = render(args, results)
