@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
 import socket
 from typing import Final, cast
 
@@ -158,7 +157,7 @@ def main() -> None:
     finally:
         for proc in procs:
             if proc.is_alive():
-                os.kill(proc.pid, 15)
+                proc.terminate()
 
 
 if __name__ == "__main__":
