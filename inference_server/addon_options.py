@@ -36,9 +36,9 @@ from inference_server.link import wgquick
 ADDON_PORT = 8780
 BUNDLED_REDIS_URL = "redis://127.0.0.1:6379/0"
 WIREGUARD_INTERFACE = "wg0"
-HA_TOKEN_FILE = "ha.token"  # noqa: S105 - a file name
+HA_TOKEN_FILE = "ha.token"  # noqa: S105  # nosec B105: a file name, not a secret
 """The token the add-on hands to Home Assistant through Supervisor discovery."""
-HA_TOKEN_NAME = "home-assistant"  # noqa: S105 - a token's name
+HA_TOKEN_NAME = "home-assistant"  # noqa: S105  # nosec B105: a token's name, not a secret
 
 MODEL_ROOTS = ("/share", "/media", "/config", "/data")
 """Where a model file can be inside the add-on container (addon_config is mapped at /config)."""
@@ -301,7 +301,7 @@ def render(
             models[key] = int(options[key])
     settings: dict[str, Any] = {
         "server": {
-            "host": "0.0.0.0",  # noqa: S104 - the add-on serves HA over the Docker network
+            "host": "0.0.0.0",  # noqa: S104  # nosec B104: the add-on serves HA over Docker's network
             "port": ADDON_PORT,
             "data_dir": data_dir,
             "log_level": log_level,

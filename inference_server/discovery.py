@@ -25,7 +25,7 @@ API_VERSION = "1"
 
 def advertised_addresses(host: str) -> list[str]:
     """The bound address, or every non-loopback IPv4 address when bound to all interfaces."""
-    if host not in ("0.0.0.0", "", "::"):  # noqa: S104 - comparing, not binding
+    if host not in ("0.0.0.0", "", "::"):  # noqa: S104  # nosec B104: comparing, not binding
         return [host]
     found: list[str] = []
     for adapter in ifaddr.get_adapters():

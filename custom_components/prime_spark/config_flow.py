@@ -209,7 +209,7 @@ class PrimeSparkConfigFlow(ConfigFlow, domain=DOMAIN):
     async def _async_step_discovery_confirm(
         self, step_id: str, user_input: dict[str, Any] | None
     ) -> ConfigFlowResult:
-        assert self._host is not None
+        assert self._host is not None  # nosec B101: type narrowing of an invariant, not a runtime check
         errors: dict[str, str] = {}
         if user_input is not None:
             token = self._token or user_input[CONF_TOKEN]

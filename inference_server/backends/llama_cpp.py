@@ -654,7 +654,7 @@ class LlamaCppEngine:
         "same prompt, same seed, temperature 0 -> same text" true under load, at the cost of one
         extra ``llama_decode`` call per step while a prompt is being read.
         """
-        assert self._batch is not None
+        assert self._batch is not None  # nosec B101: type narrowing of an invariant, not a runtime check
         batch = self._batch
         # Typed Any: llama_cpp's ctypes hints for these arrays are wrong.
         tok: Any = batch.token

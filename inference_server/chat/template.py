@@ -155,7 +155,7 @@ def render_chat(
             messages, tools_prompt=tools_prompt, add_generation_prompt=add_generation_prompt
         )
     else:
-        assert template.source is not None
+        assert template.source is not None  # nosec B101: type narrowing of an invariant, not a runtime check
         text = render_jinja(
             template.source,
             jinja_messages(

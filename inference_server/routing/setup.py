@@ -64,8 +64,8 @@ async def _routing_lifecycle(app: web.Application) -> AsyncIterator[None]:
     node = app[NODE_KEY]
     router = node.router
     power = node.power
-    assert router is not None
-    assert power is not None
+    assert router is not None  # nosec B101: set up with routing
+    assert power is not None  # nosec B101: set up with routing
     await router.start()
     reader = PmicReader(node.settings.power.pmic_command)
     tasks = [

@@ -1,0 +1,440 @@
+"""Fault injection under load: what the caller sees, how long recovery takes, what is lost.
+
+    scripts/shell python -m bench.faults [--outage 5] [--rate 20] [--only redis,peer,kill]
+                                         [--out bench/RESULTS.md]
+
+Every service here is the bench's own: a private ``redis-server`` on a free port (never the
+shared one), its own ``prime-spark-server`` processes with their own data dirs.
+
+- **redis**: a server with ``memory.redis_url`` at the private Redis gets memory writes (PUT)
+  and reads of earlier items at ``--rate`` per second each; Redis is stopped (SIGTERM) for
+  ``--outage`` seconds and started again on the same port and append-only file. Recovery: from
+  Redis' restart until ``/api/v1/memory/status`` says the hot tier is available. Lost: items
+  whose PUT was acknowledged (2xx) but that do not read back with their value afterwards.
+- **peer**: an edge server (bundled model) in ``cloud_first`` with a second prime-spark-server
+  as its only cloud peer gets non-streamed chats (``cache: bypass``) at ``--chat-rate``; the peer
+  is SIGKILLed, and restarted after ``--outage`` seconds on the same port. Recovery: from the
+  peer answering /health again until the edge routes a request to it again. Lost: requests that
+  got no 200.
+- **kill**: a server holding acknowledged memory items streams a long completion; after the
+  first chunks it is SIGKILLed and restarted on the same port and data dir. Recovery: from the
+  kill until /health says 200. Lost: acknowledged items missing afterwards; the cut stream is
+  reported as what the caller got.
+
+Kafka and PostgreSQL faults need the analytics modules (``inference_server.analytics``); when
+they are absent they are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.common import (
+    BENCH_DIR,
+    command_line,
+    machine_line,
+    now_line,
+    start_server,
+    stop,
+    wait_http,
+    write_section,
+)
+
+TITLE = "## Fault injection (bench/faults.py)"
+
+
+def _tokens() -> dict[str, str]:
+    from tests.server.server_process import TOKENS  # noqa: PLC0415
+
+    return TOKENS
+
+
+def _auth(role: str = "operator") -> dict[str, str]:
+    return {"Authorization": f"Bearer {_tokens()[role]}", "Content-Type": "application/json"}
+
+
+def _count(counter: dict[str, int], key: str) -> None:
+    counter[key] = counter.get(key, 0) + 1
+
+
+async def _hot_available(session: aiohttp.ClientSession, url: str) -> bool:
+    async with session.get(url + "/api/v1/memory/status", headers=_auth("reader")) as r:
+        body = await r.json()
+    tiers = body.get("tiers", body)
+    hot = tiers.get("hot", {}) if isinstance(tiers, dict) else {}
+    return bool(hot.get("available"))
+
+
+# ------------------------------------------------------------------------------ redis
+
+
+async def _redis_fault(url: str, redis: Any, rate: float, outage: float) -> dict[str, Any]:
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    acked: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    worst = 0.0
+    phase = {"name": "before"}
+    by_phase: dict[str, dict[str, int]] = {"before": {}, "outage": {}, "after": {}}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def write(i: int) -> None:
+            nonlocal worst
+            key = f"k{i}"
+            started = time.monotonic()
+            try:
+                async with session.put(f"{url}/api/v1/memory/items/{ns}/{key}",
+                                       data=json.dumps({"value": {"i": i}}),
+                                       headers=_auth()) as r:  # fmt: skip
+                    await r.read()
+                    label = f"PUT {r.status}"
+                    if 200 <= r.status < 300:
+                        acked[key] = i
+            except aiohttp.ClientError as err:
+                label = f"PUT {type(err).__name__}"
+            worst = max(worst, time.monotonic() - started)
+            _count(by_phase[phase["name"]], label)
+            if acked:
+                probe = next(iter(acked))
+                async with session.get(f"{url}/api/v1/memory/items/{ns}/{probe}",
+                                       headers=_auth("reader")) as r:  # fmt: skip
+                    await r.read()
+                    _count(by_phase[phase["name"]], f"GET {r.status}")
+
+        stop_writing = asyncio.Event()
+
+        async def writer() -> None:
+            i = 0
+            start = time.monotonic()
+            tasks = []
+            while not stop_writing.is_set():
+                scheduled = start + i / rate
+                await asyncio.sleep(max(0.0, scheduled - time.monotonic()))
+                tasks.append(asyncio.create_task(write(i)))
+                i += 1
+            await asyncio.gather(*tasks)
+
+        task = asyncio.create_task(writer())
+        await asyncio.sleep(3.0)
+        phase["name"] = "outage"
+        redis.stop()
+        await asyncio.sleep(outage)
+        redis.start()
+        restarted = time.monotonic()
+        phase["name"] = "after"
+        recovery = None
+        while time.monotonic() - restarted < 60:
+            if await _hot_available(session, url):
+                recovery = time.monotonic() - restarted
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2.0)
+        stop_writing.set()
+        await task
+        for key in acked:
+            async with session.get(f"{url}/api/v1/memory/items/{ns}/{key}",
+                                   headers=_auth("reader")) as r:  # fmt: skip
+                if r.status == 200:
+                    body = await r.json()
+                    item = body.get("item", body)
+                    seen[key] = item.get("value", {}).get("i", -1)
+    lost = sum(1 for k, i in acked.items() if seen.get(k) != i)
+    return {"phases": by_phase, "recovery": recovery, "acked": len(acked), "lost": lost,
+            "worst_ms": worst * 1000}  # fmt: skip
+
+
+def fault_redis(workdir: Path, rate: float, outage: float) -> dict[str, Any]:
+    from tests.server.memory.conftest import PrivateRedis  # noqa: PLC0415
+
+    redis = PrivateRedis(workdir / "redis")
+    redis.start()
+    proc = None
+    try:
+        proc, url, _ = start_server(
+            workdir,
+            {"models": {"default": "absent-model-so-none-loads"},
+             "memory": {"redis_url": redis.url, "mover_interval_seconds": 2,
+                        "cache_semantic": False}},
+            name="redis-edge", wait_model=False,
+        )  # fmt: skip
+        return asyncio.run(_redis_fault(url, redis, rate, outage))
+    finally:
+        stop(proc)
+        redis.stop()
+
+
+# ------------------------------------------------------------------------------ cloud peer
+
+
+async def _peer_fault(
+    url: str, restart_peer: Callable[[], None], kill_peer: Callable[[], None], rate: float,
+    outage: float,
+) -> dict[str, Any]:  # fmt: skip
+    seen: dict[str, dict[str, int]] = {"before": {}, "outage": {}, "after": {}}
+    phase = {"name": "before"}
+    failed = 0
+    back_at: list[float] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def chat(i: int) -> None:
+            nonlocal failed
+            body = {"messages": [{"role": "user", "content": f"Say the number {i}."}],
+                    "max_tokens": 4, "temperature": 0, "cache": "bypass"}  # fmt: skip
+            try:
+                async with session.post(url + "/v1/chat/completions", data=json.dumps(body),
+                                        headers=_auth()) as r:  # fmt: skip
+                    payload = await r.read()
+                    route = r.headers.get("x-prime-spark-route", "?")
+                    if r.status != 200:
+                        try:
+                            route += " (" + json.loads(payload)["error"]["code"] + ")"
+                        except (ValueError, KeyError, TypeError):
+                            route += " (" + payload[:80].decode(errors="replace") + ")"
+                    _count(seen[phase["name"]], f"{r.status} {route}")
+                    if r.status != 200:
+                        failed += 1
+                    elif route.startswith("cloud") and phase["name"] == "after":
+                        back_at.append(time.monotonic())
+            except aiohttp.ClientError as err:
+                failed += 1
+                _count(seen[phase["name"]], type(err).__name__)
+
+        done = asyncio.Event()
+
+        async def load() -> None:
+            i = 0
+            start = time.monotonic()
+            tasks = []
+            while not done.is_set():
+                await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+                tasks.append(asyncio.create_task(chat(i)))
+                i += 1
+            await asyncio.gather(*tasks)
+
+        task = asyncio.create_task(load())
+        await asyncio.sleep(4.0)
+        phase["name"] = "outage"
+        kill_peer()
+        await asyncio.sleep(outage)
+        await asyncio.to_thread(restart_peer)
+        ready = time.monotonic()
+        phase["name"] = "after"
+        while not back_at and time.monotonic() - ready < 60:  # noqa: ASYNC110 - a deadline too
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2.0)
+        done.set()
+        await task
+    recovery = back_at[0] - ready if back_at else None
+    return {"phases": seen, "recovery": recovery, "lost": failed}
+
+
+def fault_peer(workdir: Path, rate: float, outage: float) -> dict[str, Any]:
+    from tests.server.server_process import TOKENS, free_port  # noqa: PLC0415
+
+    peer_port = free_port()
+    peer_settings: dict[str, Any] = {"memory": {"cache_semantic": False}}
+    holder: dict[str, subprocess.Popen[bytes] | None] = {"peer": None}
+    edge = None
+    try:
+        holder["peer"], peer_url, _ = start_server(workdir, peer_settings, name="peer",
+                                                   port=peer_port)  # fmt: skip
+        edge, url, _ = start_server(
+            workdir,
+            {"memory": {"cache_semantic": False},
+             "routing": {"mode": "cloud_first", "health_interval": 1, "failure_threshold": 2,
+                         "cooldown": 2, "peers": [{"name": "peer", "url": peer_url,
+                                                   "token": TOKENS["operator"]}]}},
+            name="peer-edge",
+        )  # fmt: skip
+        # The first health check must have seen the peer, or everything stays on the edge.
+        time.sleep(2.5)
+
+        def kill_peer() -> None:
+            proc = holder["peer"]
+            assert proc is not None
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+        def restart_peer() -> None:
+            holder["peer"], _, _ = start_server(workdir, peer_settings, name="peer",
+                                                port=peer_port)  # fmt: skip
+
+        return asyncio.run(_peer_fault(url, restart_peer, kill_peer, rate, outage))
+    finally:
+        stop(edge)
+        stop(holder["peer"])
+
+
+# ------------------------------------------------------------------------------ server killed
+
+
+async def _kill_fault(
+    url: str, items: int, kill: Callable[[], None], restart: Callable[[], None]
+) -> dict[str, Any]:
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        acked = []
+        for i in range(items):
+            item_url = f"{url}/api/v1/memory/items/{ns}/k{i}"
+            async with session.put(item_url, data=json.dumps({"value": i}), headers=_auth()) as r:
+                if 200 <= r.status < 300:
+                    acked.append(i)
+        body = {"prompt": "Count from 1 to 2000: 1, 2, 3, 4, 5, 6,", "max_tokens": 256,
+                "temperature": 0, "stream": True}  # fmt: skip
+        chunks = 0
+        saw = "completed"
+        killed_at = 0.0
+        try:
+            async with session.post(url + "/v1/completions", data=json.dumps(body),
+                                    headers=_auth()) as r:  # fmt: skip
+                async for line in r.content:
+                    if line.startswith(b"data: {"):
+                        chunks += 1
+                        if chunks == 5:
+                            killed_at = time.monotonic()
+                            kill()
+                    if line.startswith(b"data: [DONE]"):
+                        saw = f"[DONE] after {chunks} chunks (the kill came too late)"
+        except (aiohttp.ClientError, ConnectionError) as err:
+            saw = f"{type(err).__name__} after {chunks} chunks, no [DONE]"
+        else:
+            if saw == "completed":
+                saw = f"the stream ended without [DONE] after {chunks} chunks"
+        await asyncio.to_thread(restart)
+        recovery = time.monotonic() - killed_at
+        missing = 0
+        for i in acked:
+            async with session.get(f"{url}/api/v1/memory/items/{ns}/k{i}",
+                                   headers=_auth("reader")) as r:  # fmt: skip
+                if r.status != 200:
+                    missing += 1
+    return {"saw": saw, "recovery": recovery, "acked": len(acked), "lost": missing}
+
+
+def fault_kill(workdir: Path, items: int) -> dict[str, Any]:
+    from tests.server.server_process import free_port  # noqa: PLC0415
+
+    port = free_port()
+    settings: dict[str, Any] = {"memory": {"cache_semantic": False}}
+    holder: dict[str, subprocess.Popen[bytes] | None] = {"proc": None}
+    try:
+        holder["proc"], url, _ = start_server(workdir, settings, name="killed", port=port)
+
+        def kill() -> None:
+            proc = holder["proc"]
+            assert proc is not None
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+        def restart() -> None:
+            holder["proc"], _, _ = start_server(workdir, settings, name="killed", port=port)
+            wait_http(url + "/health", 120)
+
+        return asyncio.run(_kill_fault(url, items, kill, restart))
+    finally:
+        stop(holder["proc"])
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def _phases(phases: dict[str, dict[str, int]]) -> str:
+    return "; ".join(
+        f"{name}: " + (", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "-")
+        for name, counts in phases.items()
+    )
+
+
+def _secs(value: float | None) -> str:
+    return "not within 60 s" if value is None else f"{value:.2f}"
+
+
+def render(args: argparse.Namespace, results: dict[str, Any], skipped: list[str]) -> str:
+    lines = [
+        TITLE, "",
+        f"- date: {now_line()}",
+        f"- machine: {machine_line()}",
+        f"- command: {command_line('bench.faults')}",
+        f"- outage: {args.outage:g} s; services: a private redis-server (append-only, fsync "
+        "always) and the bench's own prime-spark-server processes, never the shared ones",
+        "",
+        "| fault | load | what the caller saw (status / route x count, per phase) | "
+        "recovery (s) | acknowledged | lost (goal 0) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]  # fmt: skip
+    if "redis" in results:
+        r = results["redis"]
+        lines.append(
+            f"| Redis (hot tier) stopped, restarted | {args.rate:g} PUT/s + as many GET/s of an "
+            f"acknowledged item | {_phases(r['phases'])}; slowest PUT {r['worst_ms']:.0f} ms | "
+            f"{_secs(r['recovery'])} (Redis restart → hot tier available) | {r['acked']} items | "
+            f"{r['lost']} |"
+        )
+    if "peer" in results:
+        r = results["peer"]
+        total = sum(sum(c.values()) for c in r["phases"].values())
+        lines.append(
+            f"| cloud peer (2nd prime-spark-server) SIGKILLed, restarted | {args.chat_rate:g} "
+            f"chat/s, cache bypassed | {_phases(r['phases'])} | {_secs(r['recovery'])} (peer "
+            f"ready → first request routed to it) | {total} requests | {r['lost']} |"
+        )
+    if "kill" in results:
+        r = results["kill"]
+        lines.append(
+            f"| server SIGKILLed mid-stream, restarted | 1 stream (`/v1/completions`, 256 "
+            f"tokens) after {r['acked']} memory PUTs | {r['saw']} | {_secs(r['recovery'])} "
+            f"(kill → /health 200 again) | {r['acked']} items | {r['lost']} items (the cut "
+            "stream is not resumed: the caller must retry it) |"
+        )
+    lines.append("")
+    for reason in skipped:
+        lines.append(f"- skipped: {reason}")
+    if skipped:
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--outage", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--chat-rate", type=float, default=3.0)
+    parser.add_argument("--items", type=int, default=50)
+    parser.add_argument("--only", default="redis,peer,kill")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    workdir = BENCH_DIR / "faults"
+    only = set(args.only.split(","))
+    results: dict[str, Any] = {}
+    if "redis" in only:
+        print("fault: redis", flush=True)
+        results["redis"] = fault_redis(workdir, args.rate, args.outage)
+    if "peer" in only:
+        print("fault: cloud peer", flush=True)
+        results["peer"] = fault_peer(workdir, args.chat_rate, args.outage)
+    if "kill" in only:
+        print("fault: server killed mid-stream", flush=True)
+        results["kill"] = fault_kill(workdir, args.items)
+    skipped = []
+    if importlib.util.find_spec("inference_server.analytics") is None:
+        skipped.append("Kafka and PostgreSQL stopped under load: `inference_server.analytics` "
+                       "is not in this tree (the analytics branch has not landed)")  # fmt: skip
+    section = render(args, results, skipped)
+    print(section)
+    if args.out is not None:
+        write_section(args.out, TITLE, section)
+
+
+if __name__ == "__main__":
+    main()

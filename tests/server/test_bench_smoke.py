@@ -1,0 +1,70 @@
+"""The benches of bench/ run end to end with their smallest sizes, so they cannot rot.
+
+Each runs as the user would run it (``python -m bench.X --out FILE``) and must exit 0 and write
+its section with its table. No timing is asserted: speed belongs in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).parents[2]
+
+
+def _run(module: str, out: Path, *args: str, timeout: float = 900) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args, "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return out.read_text(encoding="utf-8")
+
+
+def test_gateway_bench_runs(tmp_path: Path) -> None:
+    text = _run(
+        "bench.gateway", tmp_path / "RESULTS.md", "--rates", "20", "--step-seconds", "0.5",
+        "--overhead-rate", "20", "--overhead-seconds", "0.5", "--direct-extra-rates", "",
+        "--no-pin",
+    )  # fmt: skip
+    assert "## Gateway overhead vs LiteLLM (bench/gateway.py)" in text
+    for row in ("| upstream directly |", "| prime-spark-server (remote backend) |",
+                "| LiteLLM proxy |", "max req/s ours / LiteLLM"):  # fmt: skip
+        assert row in text
+
+
+def test_load_bench_runs(tmp_path: Path) -> None:
+    text = _run(
+        "bench.load", tmp_path / "RESULTS.md", "--clients", "20", "--seconds", "0.5",
+        "--soak", "2", "--sample-every", "0.5", "--idle-seconds", "1",
+    )  # fmt: skip
+    assert "## Load, soak and idle footprint (bench/load.py)" in text
+    for row in ("| GET /health |", "| GET /api/v1/status |", "| chat, cache hit |",
+                "| chat, cache hit, streamed |", "### (b) Soak", "### (c) Idle"):  # fmt: skip
+        assert row in text
+
+
+def test_faults_bench_runs(tmp_path: Path) -> None:
+    text = _run(
+        "bench.faults", tmp_path / "RESULTS.md", "--outage", "0.5", "--rate", "5",
+        "--chat-rate", "1", "--items", "3",
+    )  # fmt: skip
+    assert "## Fault injection (bench/faults.py)" in text
+    for row in ("| Redis (hot tier) stopped, restarted |", "| cloud peer (2nd prime-spark-server)",
+                "| server SIGKILLed mid-stream, restarted |"):  # fmt: skip
+        assert row in text
+
+
+def test_security_scan_runs(tmp_path: Path) -> None:
+    text = _run("bench.security", tmp_path / "RESULTS.md")
+    assert "### pip-audit" in text
+    assert "### bandit" in text
+
+
+def test_fuzz_bench_runs(tmp_path: Path) -> None:
+    text = _run("bench.fuzz", tmp_path / "RESULTS.md", "--max-examples", "1", "--seed", "1")
+    assert "## API fuzzing (bench/fuzz.py)" in text
+    assert "- result: **" in text
