@@ -53,6 +53,12 @@ MEMORY_KEY: Final = web.AppKey("memory", TieredMemory)
 
 MAX_TTL_SECONDS = 10 * 365 * 86400
 
+MAX_QUERY_CHARS = 256
+"""A search query is one sentence: the bundled all-MiniLM-L6-v2 was trained on (and
+sentence-transformers truncates to) 256 word pieces, and a WordPiece token covers at least one
+character, so 256 characters always fit its 512-token window. A configured model with a smaller
+window still answers a too-long query with the documented 413."""
+
 PUT_SCHEMA = vol.Schema(
     vol.Any(
         {
@@ -71,7 +77,9 @@ PUT_SCHEMA = vol.Schema(
 SEARCH_SCHEMA = vol.Schema(
     {
         vol.Required("namespace"): str,
-        vol.Required("query"): vol.All(str, vol.Length(min=1, max=2000)),
+        vol.Required("query"): vol.All(
+            str, vol.Length(min=1, max=MAX_QUERY_CHARS, msg=f"1 to {MAX_QUERY_CHARS} characters")
+        ),
         vol.Optional("top_k", default=5): integer_range(1, 100),
         vol.Optional("min_score", default=0.0): number_range(-1, 1),
         vol.Optional("raw", default=False): bool,

@@ -246,6 +246,13 @@ BAD_INPUTS: list[tuple[str, str, Any, int, str]] = [
         400,
         "extra: is not a known field",
     ),
+    (
+        "POST",
+        "/api/v1/memory/search",
+        {"namespace": "shared", "query": "x" * 257},
+        400,
+        "query: 1 to 256 characters",
+    ),
     ("PUT", "/api/v1/memory/items/shared/k", {"raw": ""}, 400, "raw: not a memory item"),
     ("PUT", "/api/v1/memory/items/shared/k", {"raw": "0"}, 400, "raw: not a memory item"),
     ("PUT", "/api/v1/memory/items/shared/k", {"value": 1, "ttl_seconds": "5"}, 400, "ttl_seconds"),
