@@ -9,7 +9,9 @@ with a 400 that names the field.
 
 A memory item's ``raw`` text (``format: prime-spark-memory-item``) is a JSON object in
 canonical form, which JSON Schema cannot describe inside a string: the strategy below makes
-such texts, so positive cases of the peer write are items the server must store.
+such texts, so positive cases of the peer write are items the server must store. Likewise an
+image body (``POST /api/v1/vision/detect``) is bytes only a decoder can judge: positive cases
+are real encoded images, not random bytes or other file types.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import json
 import re
 from typing import Any
 
+import cv2
+import numpy as np
 import schemathesis
 from hypothesis import strategies as st
 
@@ -54,6 +58,23 @@ schemathesis.openapi.format(
         }
     ).map(_canonical),
 )
+
+
+def _encoded_image(spec: tuple[int, int, int, str]) -> bytes:
+    """A flat-colour picture in one of the formats the vision route documents."""
+    width, height, shade, extension = spec
+    pixels = np.full((height, width, 3), shade, dtype=np.uint8)
+    ok, encoded = cv2.imencode(extension, pixels)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {extension} test image")
+    return bytes(encoded.tobytes())
+
+
+_IMAGES = st.tuples(
+    st.integers(1, 64), st.integers(1, 64), st.integers(0, 255), st.sampled_from((".png", ".jpg"))
+).map(_encoded_image)
+
+schemathesis.openapi.media_type("image/*", _IMAGES, aliases=("application/octet-stream",))
 
 
 @schemathesis.check
