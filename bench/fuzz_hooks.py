@@ -6,15 +6,75 @@ arguments schema the grammar compiler cannot enforce. The built-in positive-data
 therefore off for that one operation (bench/schemathesis.toml) and this check takes its place:
 a schema-valid chat request may be refused only for its ``tools`` / ``tool_choice``, and only
 with a 400 that names the field.
+
+A memory item's ``raw`` text (``format: prime-spark-memory-item``) is a JSON object in
+canonical form, which JSON Schema cannot describe inside a string: the strategy below makes
+such texts, so positive cases of the peer write are items the server must store. Likewise an
+image body (``POST /api/v1/vision/detect``) is bytes only a decoder can judge: positive cases
+are real encoded images, not random bytes or other file types.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
+import cv2
+import numpy as np
 import schemathesis
+from hypothesis import strategies as st
 
 CROSS_FIELD = ("tools", "tool_choice")
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**31), 2**31) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+_TIMES = st.floats(min_value=1.0, max_value=4e9, allow_nan=False, allow_infinity=False)
+
+
+def _canonical(fields: dict[str, Any]) -> str:
+    """The text inference_server.memory.record.MemoryItem.encode() writes for these fields."""
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+schemathesis.openapi.format(
+    "prime-spark-memory-item",
+    st.fixed_dictionaries(
+        {
+            "namespace": st.from_regex(r"\A(user:[a-z0-9]{1,12}|agent:[a-z]{1,12}|shared)\Z"),
+            "key": st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=40),
+            "value": _JSON_VALUES,
+            "metadata": st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=2),
+            "tags": st.lists(st.text(min_size=1, max_size=8), max_size=3),
+            "created_at": _TIMES,
+            "updated_at": _TIMES,
+            "expires_at": st.none(),
+            "embedding": st.none(),
+        }
+    ).map(_canonical),
+)
+
+
+def _encoded_image(spec: tuple[int, int, int, str]) -> bytes:
+    """A flat-colour picture in one of the formats the vision route documents."""
+    width, height, shade, extension = spec
+    pixels = np.full((height, width, 3), shade, dtype=np.uint8)
+    ok, encoded = cv2.imencode(extension, pixels)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {extension} test image")
+    return bytes(encoded.tobytes())
+
+
+_IMAGES = st.tuples(
+    st.integers(1, 64), st.integers(1, 64), st.integers(0, 255), st.sampled_from((".png", ".jpg"))
+).map(_encoded_image)
+
+schemathesis.openapi.media_type("image/*", _IMAGES, aliases=("application/octet-stream",))
 
 
 @schemathesis.check

@@ -28,7 +28,7 @@ from inference_server.agents.model import (
 )
 from inference_server.agents.service import AGENTS_KEY, AgentService
 from inference_server.api.errors import ApiError
-from inference_server.api.validation import read_json, validate
+from inference_server.api.validation import nullable, query_integer, read_json, validate
 from inference_server.node import NODE_KEY
 from inference_server.routing.dispatch import is_private
 from inference_server.security.middleware import requires
@@ -37,6 +37,7 @@ routes = web.RouteTableDef()
 
 MAX_WAIT = 300.0
 MAX_TIMEOUT = 7 * 24 * 3600.0
+MIN_TIMEOUT = 0.001
 
 
 def _number(minimum: float, maximum: float) -> vol.All:
@@ -57,9 +58,12 @@ SUBMIT_SCHEMA = vol.Schema(
         vol.Optional("priority", default="normal"): vol.In(
             PRIORITIES, msg=f"expected one of {', '.join(PRIORITIES)}"
         ),
-        vol.Optional("timeout"): vol.Any(None, _number(0.001, MAX_TIMEOUT)),
-        vol.Optional("idempotency_key"): vol.Any(
-            None, vol.All(str, vol.Length(min=1, max=200, msg="1 to 200 characters"))
+        vol.Optional("timeout"): nullable(_number(MIN_TIMEOUT, MAX_TIMEOUT)),
+        vol.Optional("idempotency_key"): nullable(
+            vol.All(
+                vol.Any(str, msg="expected a string"),
+                vol.Length(min=1, max=200, msg="1 to 200 characters"),
+            )
         ),
         vol.Optional("wait"): _number(0, MAX_WAIT),
     }
@@ -195,7 +199,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     capability = request.query.get("capability")
     if capability is not None and not CAPABILITY_PATTERN.match(capability):
         raise ApiError(400, "capability: expected a capability name", param="capability")
-    limit = int(_query_number(request, "limit", 50, 500))
+    limit = query_integer(request, "limit", 50, 0, 500)
     async with _broker_call():
         tasks = await service.broker.list_tasks(state=state, capability=capability, limit=limit)
     return web.json_response({"tasks": [t.to_json() for t in tasks]})
@@ -246,7 +250,7 @@ async def cancel_task(request: web.Request) -> web.Response:
 @requires("reader")
 async def dead_letters(request: web.Request) -> web.Response:
     service = request.app[AGENTS_KEY]
-    limit = int(_query_number(request, "limit", 50, 500))
+    limit = query_integer(request, "limit", 50, 0, 500)
     async with _broker_call():
         letters = await service.broker.dead_letters(limit)
     return web.json_response({"dead_letters": [d.to_json() for d in letters]})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Iterable
 from typing import Final
 
@@ -20,10 +21,25 @@ from prometheus_client.registry import Collector
 
 from inference_server.api.errors import ApiError
 from inference_server.api.response_cache import add_cache_header
-from inference_server.api.validation import read_json, validate
+from inference_server.api.validation import (
+    integer_range,
+    nullable,
+    number_range,
+    query_flag,
+    query_integer,
+    read_json,
+    validate,
+)
+from inference_server.backends.base import PromptTooLongError
 from inference_server.memory.cache import RESPONSE_CACHE_KEY, ResponseCache
 from inference_server.memory.embedder import Embedder
-from inference_server.memory.record import TIERS, TierUnavailableError, checksum
+from inference_server.memory.record import (
+    MAX_KEY_CHARS,
+    NAMESPACE_RE,
+    TIERS,
+    TierUnavailableError,
+    checksum,
+)
 from inference_server.memory.store import InvalidItemError, TieredMemory
 from inference_server.metrics import METRICS_KEY
 from inference_server.node import NODE_KEY
@@ -35,15 +51,21 @@ routes = web.RouteTableDef()
 
 MEMORY_KEY: Final = web.AppKey("memory", TieredMemory)
 
+MAX_TTL_SECONDS = 10 * 365 * 86400
+
+MAX_QUERY_CHARS = 256
+"""A search query is one sentence: the bundled all-MiniLM-L6-v2 was trained on (and
+sentence-transformers truncates to) 256 word pieces, and a WordPiece token covers at least one
+character, so 256 characters always fit its 512-token window. A configured model with a smaller
+window still answers a too-long query with the documented 413."""
+
 PUT_SCHEMA = vol.Schema(
     vol.Any(
         {
             vol.Required("value"): object,
             vol.Optional("metadata", default={}): dict,
             vol.Optional("tags", default=[]): [str],
-            vol.Optional("ttl_seconds"): vol.Any(
-                None, vol.All(vol.Coerce(float), vol.Range(min=1, max=10 * 365 * 86400))
-            ),
+            vol.Optional("ttl_seconds"): nullable(number_range(1, MAX_TTL_SECONDS)),
         },
         {
             vol.Required("raw"): str,
@@ -55,14 +77,29 @@ PUT_SCHEMA = vol.Schema(
 SEARCH_SCHEMA = vol.Schema(
     {
         vol.Required("namespace"): str,
-        vol.Required("query"): vol.All(str, vol.Length(min=1, max=2000)),
-        vol.Optional("top_k", default=5): vol.All(int, vol.Range(min=1, max=100)),
-        vol.Optional("min_score", default=0.0): vol.All(
-            vol.Coerce(float), vol.Range(min=-1, max=1)
+        vol.Required("query"): vol.All(
+            str, vol.Length(min=1, max=MAX_QUERY_CHARS, msg=f"1 to {MAX_QUERY_CHARS} characters")
         ),
+        vol.Optional("top_k", default=5): integer_range(1, 100),
+        vol.Optional("min_score", default=0.0): number_range(-1, 1),
         vol.Optional("raw", default=False): bool,
     }
 )
+
+
+CHECKSUM_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_address(namespace: str, key: str) -> None:
+    """A path the document's patterns refuse is a 400, before any tier is asked."""
+    if not NAMESPACE_RE.fullmatch(namespace):
+        raise ApiError(
+            400,
+            "namespace: 1-128 of A-Z a-z 0-9 _ . : @ - (not starting with '.')",
+            param="namespace",
+        )
+    if len(key) > MAX_KEY_CHARS or "\x00" in key:
+        raise ApiError(400, f"key: 1-{MAX_KEY_CHARS} characters, no NUL", param="key")
 
 
 def _memory(request: web.Request) -> TieredMemory:
@@ -86,19 +123,6 @@ def _bad(err: InvalidItemError) -> ApiError:
     return ApiError(400, str(err), param=err.param, code="invalid_item")
 
 
-def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"{name}: expected an integer", param=name) from None
-    if not low <= value <= high:
-        raise ApiError(400, f"{name}: expected {low}..{high}", param=name)
-    return value
-
-
 @routes.get("/api/v1/memory/status")
 @requires("reader")
 async def memory_status(request: web.Request) -> web.Response:
@@ -117,9 +141,9 @@ async def list_items(request: web.Request) -> web.Response:
     tier = query.get("tier")
     if tier is not None and tier not in TIERS:
         raise ApiError(400, f"tier: expected one of {', '.join(TIERS)}", param="tier")
-    limit = _int_query(request, "limit", 100, 1, 10_000)
+    limit = query_integer(request, "limit", 100, 1, 10_000)
     cursor = query.get("cursor", "")
-    raw = query.get("raw") == "1"
+    raw = query_flag(request, "raw") or False
     try:
         items = await memory.list_items(
             query.get("namespace"),
@@ -150,12 +174,14 @@ async def list_items(request: web.Request) -> web.Response:
 async def get_item(request: web.Request) -> web.Response:
     memory = _memory(request)
     namespace, key = request.match_info["namespace"], request.match_info["key"]
-    found = await memory.get(namespace, key, promote=request.query.get("promote") != "0")
+    raw = query_flag(request, "raw") or False
+    promote = query_flag(request, "promote") is not False
+    found = await memory.get(namespace, key, promote=promote)
     if found is None:
         raise ApiError(404, f"No memory item '{key}' in namespace '{namespace}'", code="not_found")
     item, tier = found
     data = item.public(tier)
-    if request.query.get("raw") == "1":
+    if raw:
         data["raw"] = item.encode()
     return web.json_response(data)
 
@@ -182,7 +208,8 @@ async def put_item(request: web.Request) -> web.Response:
         )
     except InvalidItemError as err:
         raise _bad(err) from err
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        # decode() of text that is JSON but not an item object fails with the latter two.
         raise ApiError(400, f"raw: not a memory item ({err})", param="raw") from err
     except TierUnavailableError as err:
         raise _unavailable(err) from err
@@ -194,12 +221,21 @@ async def put_item(request: web.Request) -> web.Response:
 async def delete_item(request: web.Request) -> web.Response:
     memory = _memory(request)
     namespace, key = request.match_info["namespace"], request.match_info["key"]
+    _check_address(namespace, key)
     expected = request.query.get("if_checksum")
+    if expected is not None and not CHECKSUM_RE.fullmatch(expected):
+        raise ApiError(
+            400, "if_checksum: expected a SHA-256 as 64 lowercase hex digits", param="if_checksum"
+        )
     try:
         if expected is not None:
             found = await memory.get(namespace, key, promote=False)
-            if found is None or checksum(found[0].encode()) != expected:
-                raise ApiError(412, "The item changed or is gone", code="checksum_mismatch")
+            if found is None:
+                raise ApiError(
+                    404, f"No memory item '{key}' in namespace '{namespace}'", code="not_found"
+                )
+            if checksum(found[0].encode()) != expected:
+                raise ApiError(409, "The item changed", code="checksum_mismatch")
         deleted = await memory.delete(namespace, key)
     except TierUnavailableError as err:
         raise _unavailable(err) from err
@@ -217,6 +253,9 @@ async def search(request: web.Request) -> web.Response:
         results = await memory.search(
             body["namespace"], body["query"], top_k=body["top_k"], min_score=body["min_score"]
         )
+    except PromptTooLongError as err:
+        # The embedding model's window is a setting of the node: the document declares a 413.
+        raise ApiError(413, f"query: {err}", code="context_length_exceeded", param="query") from err
     except TierUnavailableError as err:
         raise _unavailable(err) from err
     out = []

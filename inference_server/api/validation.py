@@ -8,6 +8,7 @@ type becomes a 400 that says which field and why.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import voluptuous as vol
@@ -39,7 +40,7 @@ def _integer(value: Any) -> int:
     return value
 
 
-def _nullable(validator: Any) -> Any:
+def nullable(validator: Any) -> Any:
     """``null`` or whatever ``validator`` accepts, with the validator's own message on error.
 
     ``vol.Any(None, validator)`` would answer every mistake with "not a valid value".
@@ -54,6 +55,13 @@ def _nullable(validator: Any) -> Any:
 
 def _int_range(minimum: int, maximum: int | None = None) -> vol.All:
     return vol.All(_integer, vol.Range(min=minimum, max=maximum))
+
+
+number_range = _float_range
+"""A JSON number (not a boolean, not a numeric string) within bounds: for other API modules."""
+
+integer_range = _int_range
+"""A JSON integer (``3.0`` counts, ``true`` does not) within bounds: for other API modules."""
 
 
 def _stop(value: Any) -> list[str]:
@@ -81,12 +89,12 @@ def _penalty(value: Any) -> float:
 
 
 SAMPLING: dict[Any, Any] = {
-    vol.Optional("model"): _nullable(vol.All(str, vol.Length(min=1, max=256))),
-    vol.Optional("max_tokens"): _nullable(_int_range(1)),
-    vol.Optional("temperature"): _nullable(_float_range(0.0, 2.0)),
-    vol.Optional("top_p"): _nullable(_float_range(0.0, 1.0)),
+    vol.Optional("model"): nullable(vol.All(str, vol.Length(min=1, max=256))),
+    vol.Optional("max_tokens"): nullable(_int_range(1)),
+    vol.Optional("temperature"): nullable(_float_range(0.0, 2.0)),
+    vol.Optional("top_p"): nullable(_float_range(0.0, 1.0)),
     vol.Optional("stop"): _stop,
-    vol.Optional("seed"): _nullable(_int_range(-(2**63), 2**63 - 1)),
+    vol.Optional("seed"): nullable(_int_range(-(2**63), 2**63 - 1)),
     vol.Optional("stream"): vol.Any(None, bool, msg="expected a boolean"),
     vol.Optional("stream_options"): vol.Any(
         None, {vol.Optional("include_usage"): vol.Any(bool, msg="expected a boolean")}
@@ -94,8 +102,8 @@ SAMPLING: dict[Any, Any] = {
     vol.Optional("n"): _unsupported_unless(1, "n other than 1"),
     vol.Optional("logprobs"): _unsupported_unless(False, "logprobs"),
     vol.Optional("top_logprobs"): _unsupported_unless(0, "top_logprobs"),
-    vol.Optional("presence_penalty"): _nullable(_penalty),
-    vol.Optional("frequency_penalty"): _nullable(_penalty),
+    vol.Optional("presence_penalty"): nullable(_penalty),
+    vol.Optional("frequency_penalty"): nullable(_penalty),
     vol.Optional("user"): vol.Any(None, str, msg="expected a string"),
 }
 
@@ -103,7 +111,7 @@ CHAT_SCHEMA = vol.Schema(
     {
         **SAMPLING,
         vol.Required("messages"): vol.All(list, vol.Length(min=1, msg="at least one message")),
-        vol.Optional("max_completion_tokens"): _nullable(_int_range(1)),
+        vol.Optional("max_completion_tokens"): nullable(_int_range(1)),
         vol.Optional("response_format"): vol.Any(None, dict, msg="expected an object"),
         vol.Optional("tools"): vol.Any(None, list, msg="expected a list of tools"),
         vol.Optional("tool_choice"): vol.Any(None, str, dict, msg="expected a string or object"),
@@ -129,7 +137,7 @@ COMPLETION_SCHEMA = vol.Schema(
 
 EMBEDDINGS_SCHEMA = vol.Schema(
     {
-        vol.Optional("model"): _nullable(vol.All(str, vol.Length(min=1, max=256))),
+        vol.Optional("model"): nullable(vol.All(str, vol.Length(min=1, max=256))),
         vol.Required("input"): vol.Any(
             vol.All(str, vol.Length(min=1, msg="the input must not be empty")),
             vol.All(
@@ -174,6 +182,32 @@ def validate(schema: vol.Schema, data: Any) -> dict[str, Any]:
             400, f"{param}: {message}" if param else message, param=param or None
         ) from err
     return result
+
+
+def query_integer(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter, as OpenAPI's ``type: integer`` reads it.
+
+    ``0.5``, ``1e3``, `` 5`` and ``5_0`` are refused, not truncated or parsed the Python way.
+    """
+    given = request.query.getall(name, [])
+    if not given:
+        return default
+    if len(given) > 1 or not re.fullmatch(r"-?[0-9]+", given[0]):
+        raise ApiError(400, f"{name}: expected an integer", param=name)
+    value = int(given[0])
+    if not low <= value <= high:
+        raise ApiError(400, f"{name}: must be between {low} and {high}", param=name)
+    return value
+
+
+def query_flag(request: web.Request, name: str) -> bool | None:
+    """A ``0``/``1`` query parameter (absent: ``None``); anything else is a 400, not "false"."""
+    given = request.query.getall(name, [])
+    if not given:
+        return None
+    if len(given) > 1 or given[0] not in ("0", "1"):
+        raise ApiError(400, f"{name}: expected 0 or 1", param=name)
+    return given[0] == "1"
 
 
 async def read_json(request: web.Request) -> Any:

@@ -16,6 +16,7 @@ import voluptuous as vol
 
 from inference_server.agents import engine
 from inference_server.agents.base import Agent, TaskRejectedError
+from inference_server.api.validation import integer_range, number_range
 from inference_server.backends.base import ModelNotFoundError, PromptTooLongError
 from inference_server.chat import ChatFormatError
 from inference_server.chat.messages import parse_messages
@@ -45,8 +46,8 @@ class LlmAgent(Agent):
                 vol.Optional("messages"): list,
                 vol.Optional("prompt"): vol.All(str, vol.Length(min=1)),
                 vol.Optional("summarise"): vol.All(str, vol.Length(min=1)),
-                vol.Optional("max_tokens"): vol.All(int, vol.Range(min=1, max=8192)),
-                vol.Optional("temperature"): vol.All(vol.Coerce(float), vol.Range(min=0, max=2)),
+                vol.Optional("max_tokens"): integer_range(1, 8192),
+                vol.Optional("temperature"): number_range(0, 2),
                 vol.Optional("model"): vol.All(str, vol.Length(min=1)),
                 vol.Optional("private"): bool,
             },

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import voluptuous as vol
 
 from inference_server.agents.base import Agent, AgentContext, TaskRejectedError
+from inference_server.api.validation import number_range
 from inference_server.memory.record import MAX_KEY_CHARS, NAMESPACE_RE
 from inference_server.memory.store import InvalidItemError, TieredMemory
 
@@ -36,10 +37,11 @@ class MemoryAgent(Agent):
                 vol.Required("key"): KEY,
                 vol.Required("value"): object,
                 vol.Optional("namespace"): NAMESPACE,
-                vol.Optional("tags"): [str],
-                vol.Optional("ttl_seconds"): vol.All(
-                    vol.Coerce(float), vol.Range(min=1, max=10 * 365 * 86400)
+                vol.Optional("tags"): vol.All(
+                    [vol.All(str, vol.Length(min=1, msg="a tag must not be empty"))],
+                    vol.Length(max=32, msg="at most 32 tags"),
                 ),
+                vol.Optional("ttl_seconds"): number_range(1, 10 * 365 * 86400),
             },
             {
                 vol.Required("op"): vol.In(("recall", "forget")),

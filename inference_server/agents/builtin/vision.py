@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import voluptuous as vol
 
 from inference_server.agents.base import Agent, AgentContext, TaskRejectedError
+from inference_server.api.validation import integer_range, number_range
 from inference_server.backends.vision import (
     ImageDecodeError,
     VisionService,
@@ -56,8 +57,8 @@ class VisionAgent(Agent):
     payload_schema: ClassVar[vol.Schema] = vol.Schema(
         {
             vol.Required("image"): _checked_image,
-            vol.Optional("min_score"): vol.All(vol.Coerce(float), vol.Range(min=0, max=1)),
-            vol.Optional("max_detections"): vol.All(int, vol.Range(min=1, max=1000)),
+            vol.Optional("min_score"): number_range(0, 1),
+            vol.Optional("max_detections"): integer_range(1, 1000),
             vol.Optional("backend"): vol.In(("hailo", "cpu")),
         }
     )

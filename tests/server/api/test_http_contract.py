@@ -187,6 +187,78 @@ BAD_INPUTS: list[tuple[str, str, Any, int, str]] = [
     ("GET", "/v1/nowhere", None, 404, "No such route"),
     ("DELETE", "/v1/models", None, 405, "not allowed"),
     ("POST", "/api/v1/models/nope/reload", None, 404, "nope"),
+    # Contract mismatches schemathesis found (tests/server/api/test_fuzz.py): the server and
+    # openapi.json now agree on each.
+    ("GET", "/api/v1/agents/dead-letters?limit=0.5", None, 400, "limit: expected an integer"),
+    ("GET", "/api/v1/agents/tasks?limit=1e2", None, 400, "limit: expected an integer"),
+    ("GET", "/api/v1/agents/tasks?capability=", None, 400, "capability"),
+    (
+        "POST",
+        "/api/v1/agents/tasks",
+        {"capability": "memory", "timeout": 5e-324},
+        400,
+        "timeout: value must be at least 0.001",
+    ),
+    (
+        "POST",
+        "/api/v1/agents/tasks",
+        {"capability": "memory", "idempotency_key": 5},
+        400,
+        "idempotency_key: expected a string",
+    ),
+    (
+        "POST",
+        "/api/v1/analytics/events",
+        [
+            {
+                "event_id": "e3e70682-c209-1cac-a29f-6fbed82c07cd",
+                "type": "node_health",
+                "version": 0,
+                "occurred_at": 0,
+                "node_id": "n",
+                "data": {},
+            }
+        ],
+        400,
+        "version 0 is not supported",
+    ),
+    ("GET", "/api/v1/memory/items?raw=null&raw=null", None, 400, "raw: expected 0 or 1"),
+    ("GET", "/api/v1/memory/items?limit=0.5", None, 400, "limit: expected an integer"),
+    ("GET", "/api/v1/memory/items/shared/k?promote=no", None, 400, "promote: expected 0 or 1"),
+    (
+        "POST",
+        "/api/v1/memory/search",
+        {"namespace": "shared", "query": "x", "min_score": False},
+        400,
+        "min_score: expected a number",
+    ),
+    (
+        "POST",
+        "/api/v1/memory/search",
+        {"namespace": "shared", "query": "x", "top_k": "5"},
+        400,
+        "top_k: expected an integer",
+    ),
+    (
+        "POST",
+        "/api/v1/memory/search",
+        {"namespace": "shared", "query": "x", "extra": 1},
+        400,
+        "extra: is not a known field",
+    ),
+    (
+        "POST",
+        "/api/v1/memory/search",
+        {"namespace": "shared", "query": "x" * 257},
+        400,
+        "query: 1 to 256 characters",
+    ),
+    ("PUT", "/api/v1/memory/items/shared/k", {"raw": ""}, 400, "raw: not a memory item"),
+    ("PUT", "/api/v1/memory/items/shared/k", {"raw": "0"}, 400, "raw: not a memory item"),
+    ("PUT", "/api/v1/memory/items/shared/k", {"value": 1, "ttl_seconds": "5"}, 400, "ttl_seconds"),
+    ("DELETE", "/api/v1/memory/items/shared/" + "k" * 513, None, 400, "key: 1-512"),
+    ("DELETE", "/api/v1/memory/items/shared/k?if_checksum=abc", None, 400, "if_checksum"),
+    ("PUT", "/api/v1/power", {"mode": "balanced", "x": 1}, 400, "is not a known field"),
 ]
 
 
