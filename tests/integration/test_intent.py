@@ -38,9 +38,10 @@ async def test_status_sentences(
     status = init_integration.runtime_data.status_coordinator.data
     assert status.ready
     assert await _ask(hass, text) == (
-        f"{TITLE} is ready with {status.default_model} loaded. "
+        f"{TITLE} is ready with {', '.join(status.loaded_models)} loaded. "
         f"0 requests are waiting, 0 of {status.slots_total} slots are busy."
     )
+    assert status.default_model in status.loaded_models
 
 
 async def test_status_while_loading(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:

@@ -11,6 +11,7 @@ from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from syrupy.assertion import SnapshotAssertion
 
+from tests.integration.conftest import EMBEDDING_MODEL
 from tests.server.server_process import ServerProcess
 
 from .helpers import entity_snapshot, entry_for
@@ -74,8 +75,9 @@ async def test_sensors(
     assert status.started_at is not None
     uptime = hass.states.get("sensor.prime_spark_edge_uptime")
     assert datetime.fromisoformat(uptime.state) == status.started_at.astimezone(UTC)
-    assert (
-        hass.states.get("sensor.prime_spark_edge_loaded_models").state == (model_section["default"])
+    # The chat model and the embedding model the session node loads up front (conftest).
+    assert hass.states.get("sensor.prime_spark_edge_loaded_models").state == ", ".join(
+        sorted((model_section["default"], EMBEDDING_MODEL))
     )
 
 
