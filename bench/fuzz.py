@@ -37,6 +37,12 @@ def main() -> None:
     parser.add_argument("--max-examples", type=int, default=50)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--include-path",
+        action="append",
+        default=[],
+        help="only these operations' paths (repeatable); all of them by default",
+    )
     args = parser.parse_args()
     from tests.server.server_process import TOKENS  # noqa: PLC0415
 
@@ -51,7 +57,8 @@ def main() -> None:
         done = subprocess.run(
             [str(Path(sys.executable).with_name("schemathesis")), "--no-color", "--config-file",
              str(ROOT / "bench" / "schemathesis.toml"), "run", f"{url}/api/v1/openapi.json",
-             "--max-examples", str(args.max_examples), "--seed", str(seed)],
+             "--max-examples", str(args.max_examples), "--seed", str(seed),
+             *(f"--include-path={path}" for path in args.include_path)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600, check=False,
         )  # fmt: skip
     finally:
