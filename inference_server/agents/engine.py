@@ -10,7 +10,6 @@ local: vectors from another model would not compare with this node's.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from contextlib import aclosing
@@ -18,14 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from inference_server.backends.base import (
-    BackendError,
     FinishEvent,
     GenerationRequest,
-    GenerationTimeoutError,
-    InvalidGrammarError,
-    ModelNotFoundError,
-    PromptTooLongError,
-    QueueFullError,
     SamplingParams,
     TokenEvent,
 )
@@ -36,17 +29,13 @@ from inference_server.routing.dispatch import (
     publish_decision,
     record_upstream_failure,
     record_upstream_outcome,
+    run_attempts,
 )
 from inference_server.routing.router import (
-    CLOUD_EDGE_QUEUE_FULL,
     RouteRefused,
     RouteRequest,
     Upstream,
 )
-
-_LOGGER = logging.getLogger(__name__)
-
-_CLIENT_ERRORS = (ModelNotFoundError, PromptTooLongError, InvalidGrammarError)
 
 
 class CloudRejectedError(Exception):
@@ -80,7 +69,9 @@ async def chat(
 
     Raises :class:`RouteRefused` when no side may serve it (private and the model only on the
     cloud: 400; every serving peer cooling down: 503), :class:`CloudRejectedError` when the
-    peer refused the request itself, and the engine's errors when the edge fails last.
+    peer refused the request itself, the engine's errors when the edge fails last, and
+    :class:`~inference_server.routing.dispatch.NoPeerAdmitted` when every peer's half-open
+    probe was already out (the fallback policy is :func:`run_attempts`, shared with HTTP).
     """
     router = node.router
     if router is None:
@@ -93,56 +84,27 @@ async def chat(
     except RouteRefused as err:
         publish_decision(node, route, target=None, reason=err.reason, peer=None, ok=False)
         raise
-    failure: BaseException | None = None
-    reason_override: str | None = None
-    for index, attempt in enumerate(plan.attempts):
-        last = index == len(plan.attempts) - 1
-        reason = attempt.reason
-        if attempt.target == "edge":
-            router.edge_inflight += 1
-            started = time.monotonic()
-            try:
-                out = await _local_chat(node, messages, model, max_tokens, temperature)
-            except QueueFullError as err:
-                if last:
-                    raise
-                failure, reason_override = err, CLOUD_EDGE_QUEUE_FULL
-                continue
-            except (*_CLIENT_ERRORS, GenerationTimeoutError):
-                raise
-            except BackendError as err:
-                if last:
-                    raise
-                _LOGGER.warning("The edge failed (%s); trying the cloud", err)
-                failure = err
-                continue
-            finally:
-                router.edge_inflight -= 1
-            router.observe_edge(time.monotonic() - started)
-            publish_decision(node, route, target="edge", reason=reason, peer=None, ok=True)
-            return replace(out, reason=reason)
-        upstream = attempt.upstream
-        assert upstream is not None
-        if not upstream.admit():
-            continue  # another request holds the half-open probe
+
+    async def edge(reason: str) -> ChatOutput:
+        router.edge_inflight += 1
+        started = time.monotonic()
         try:
-            return await _cloud_chat(
-                node,
-                upstream,
-                route,
-                reason_override or reason,
-                {
-                    "messages": messages,
-                    "max_tokens": max_tokens or node.settings.models.max_tokens_default,
-                    "temperature": temperature,
-                },
-            )
-        except UpstreamError as err:
-            _LOGGER.warning("%s; %s", err, "giving up" if last else "falling back")
-            failure = err
-    if failure is not None:
-        raise failure
-    raise RuntimeError("no cloud peer could take the request (half-open probes busy)")
+            out = await _local_chat(node, messages, model, max_tokens, temperature)
+        finally:
+            router.edge_inflight -= 1
+        router.observe_edge(time.monotonic() - started)
+        publish_decision(node, route, target="edge", reason=reason, peer=None, ok=True)
+        return replace(out, reason=reason)
+
+    async def cloud(upstream: Upstream, reason: str) -> ChatOutput:
+        body = {
+            "messages": messages,
+            "max_tokens": max_tokens or node.settings.models.max_tokens_default,
+            "temperature": temperature,
+        }
+        return await _cloud_chat(node, upstream, route, reason, body)
+
+    return await run_attempts(plan, edge=edge, cloud=cloud)
 
 
 async def _cloud_chat(

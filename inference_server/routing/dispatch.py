@@ -49,6 +49,7 @@ from inference_server.routing.router import (
     EDGE_CLOUD_FAILED,
     REFUSED_POWER,
     Kind,
+    Plan,
     RouteRefused,
     RouteRequest,
     Target,
@@ -157,18 +158,50 @@ async def dispatch(
         request[ROUTE_KEY] = RouteInfo(reason=err.reason)
         _decided(request, node, route, target=None, reason=err.reason, peer=None, ok=False)
         raise ApiError(err.status, str(err), code=err.code, param="model") from err
+
+    async def edge(reason: str) -> web.StreamResponse:
+        return await _edge(request, node=node, route=route, body=body, reason=reason, local=local)
+
+    async def cloud(upstream: Upstream, reason: str) -> web.StreamResponse:
+        return await _cloud(
+            request, node=node, upstream=upstream, route=route, body=body, reason=reason, tap=tap
+        )
+
+    try:
+        return await run_attempts(plan, edge=edge, cloud=cloud)
+    except (UpstreamError, NoPeerAdmitted) as err:
+        raise ApiError(502, str(err), type_="server_error", code="upstream_failed") from err
+
+
+class NoPeerAdmitted(Exception):
+    """Every planned peer was cooling down with its one half-open probe already out."""
+
+    def __init__(self) -> None:
+        super().__init__("No cloud peer could take the request")
+
+
+async def run_attempts[T](
+    plan: Plan,
+    *,
+    edge: Callable[[str], Awaitable[T]],
+    cloud: Callable[[Upstream, str], Awaitable[T]],
+) -> T:
+    """Try a plan's sides in order, falling back on the failures a fallback can cure.
+
+    The one fallback policy of HTTP requests (:func:`dispatch`) and agent tasks
+    (agents/engine.py). ``edge(reason)`` serves here; ``cloud(upstream, reason)`` asks a peer.
+    A request's own mistakes (unknown model, prompt too long, bad grammar) and timeouts are
+    raised at once: the other side would fail them too. A full edge queue or an engine failure
+    moves on to the next attempt (a queue-full fallback is reported as such), as does a peer
+    failure. The last attempt's error is raised; :class:`NoPeerAdmitted` when no attempt ran.
+    """
     failure: BaseException | None = None
     reason_override: str | None = None
     for index, attempt in enumerate(plan.attempts):
         last = index == len(plan.attempts) - 1
-        reason = attempt.reason
-        if attempt.target == "cloud" and reason_override is not None:
-            reason = reason_override
         if attempt.target == "edge":
             try:
-                response = await _edge(
-                    request, node=node, route=route, body=body, reason=reason, local=local
-                )
+                return await edge(attempt.reason)
             except QueueFullError as err:
                 if last:
                     raise
@@ -182,30 +215,18 @@ async def dispatch(
                 _LOGGER.warning("The edge failed (%s); trying the cloud", err)
                 failure = err
                 continue
-            return response
         upstream = attempt.upstream
         assert upstream is not None  # nosec B101: set up with routing
         if not upstream.admit():
             continue  # another request holds the half-open probe
         try:
-            response = await _cloud(
-                request,
-                node=node,
-                upstream=upstream,
-                route=route,
-                body=body,
-                reason=reason,
-                tap=tap,
-            )
+            return await cloud(upstream, reason_override or attempt.reason)
         except UpstreamError as err:
             _LOGGER.warning("%s; %s", err, "giving up" if last else "falling back")
             failure = err
-            continue
-        return response
-    if isinstance(failure, BackendError):
+    if failure is not None:
         raise failure
-    message = str(failure) if failure is not None else "No cloud peer could take the request"
-    raise ApiError(502, message, type_="server_error", code="upstream_failed")
+    raise NoPeerAdmitted
 
 
 async def _edge(
