@@ -176,7 +176,10 @@ async def get_item(request: web.Request) -> web.Response:
     namespace, key = request.match_info["namespace"], request.match_info["key"]
     raw = query_flag(request, "raw") or False
     promote = query_flag(request, "promote") is not False
-    found = await memory.get(namespace, key, promote=promote)
+    try:
+        found = await memory.get(namespace, key, promote=promote)
+    except TierUnavailableError as err:
+        raise _unavailable(err) from err
     if found is None:
         raise ApiError(404, f"No memory item '{key}' in namespace '{namespace}'", code="not_found")
     item, tier = found

@@ -386,8 +386,10 @@ class TieredMemory:
     ) -> tuple[MemoryItem, TierName] | None:
         self.reads += promote
         started = time.perf_counter()
+        unreachable: list[TierUnavailableError] = []
         for tier in self.tiers():
             if tier is self.hot and not (self._hot_up or await self.check_hot()):
+                unreachable.append(TierUnavailableError("hot", "Redis is unreachable"))
                 continue
             try:
                 text = await tier.get_raw(namespace, key)
@@ -396,6 +398,7 @@ class TieredMemory:
                     self._hot_failed(err)
                 else:
                     self.counters[tier.name].errors += 1
+                unreachable.append(err)
                 continue
             if text is None:
                 if promote:
@@ -419,15 +422,32 @@ class TieredMemory:
             return item, tier.name
         if promote:
             self._event("get", "hot", started, hit=False)
+        if unreachable:
+            # "Not found" would be a lie: the item may sit in the tier we could not ask, and a
+            # caller acting on a 404 (store a default, tell the user it is forgotten) would be
+            # wrong once the tier is back. Found items are still served from the tiers that are up.
+            first = unreachable[0]
+            raise TierUnavailableError(
+                first.tier,
+                f"'{key}' is in none of the reachable tiers, and the {first.tier} tier, which "
+                f"may hold it, cannot be reached: {first}; retry when it is back",
+            )
         return None
 
     async def delete(self, namespace: str, key: str) -> bool:
-        """Delete from every tier; a tier that is down is journalled (hot) or reported."""
+        """Delete from every tier; a tier that is down is journalled (hot) or reported.
+
+        True when a copy was deleted or the delete was journalled for the hot tier while Redis is
+        down: the journal is replayed before Redis serves again, so the item is gone for every
+        reader either way (a read meanwhile answers "unavailable", never the old value). Saying
+        "not found" instead would be a guess about a tier nobody could ask.
+        """
         found = False
         started = time.perf_counter()
         for tier in self.tiers():
             if tier is self.hot and not (self._hot_up or await self.check_hot()):
                 self._journal_outage(item_id(namespace, key))
+                found = True
                 continue
             try:
                 found = await tier.delete(namespace, key) or found
@@ -435,6 +455,7 @@ class TieredMemory:
                 if tier is self.hot:
                     self._hot_failed(err)
                     self._journal_outage(item_id(namespace, key))
+                    found = True
                     continue
                 raise
         self._changed()
@@ -497,7 +518,11 @@ class TieredMemory:
                 remote = []
             for ns, key, text, score in remote:
                 ident = item_id(ns, key)
-                if ident not in scored and await self.get(ns, key, promote=False) is None:
+                try:
+                    shadowed = ident not in scored and await self.get(ns, key, promote=False) is None
+                except TierUnavailableError:
+                    shadowed = False  # the hot tier is down: the peer's copy is the best we have
+                if shadowed:
                     continue  # the peer's copy is shadowed by a hotter one we already scored
                 scored.setdefault(ident, (decode(text), "cold", score))
         ranked = sorted(scored.values(), key=lambda entry: -entry[2])

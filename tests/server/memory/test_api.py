@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.server.memory.conftest import PrivateRedis
 from tests.server.server_process import TOKENS, ServerProcess
 
 MODELS = {"context_size": 512, "max_tokens_default": 16, "slots": 2}
@@ -238,5 +239,38 @@ def test_warm_path_missing_is_reported(
         assert status == 503
         assert err["error"]["code"] == "warm_tier_unavailable"
         assert "not-mounted" in err["error"]["message"]
+    finally:
+        node.stop()
+
+
+def test_redis_outage_reads_say_unavailable_not_missing(
+    make_node: Callable[..., ServerProcess], tmp_path: Path, private_redis: PrivateRedis
+) -> None:
+    """An item only Redis holds is unknown while Redis is down: 503 and Retry-After, never 404."""
+    warm = tmp_path / "nas"
+    warm.mkdir()
+    memory = {"redis_url": private_redis.url, "warm_path": str(warm), "mover_interval_seconds": 3600}
+    node = make_node("edge-outage", memory).start()
+    try:
+        assert node.request("PUT", _path("shared", "in-redis"), {"value": 1})[0] == 200
+        assert node.request("PUT", _path("shared", "gone"), {"value": 2})[0] == 200
+        private_redis.stop()
+        status, headers, err = node.request("GET", _path("shared", "in-redis"))
+        assert status == 503, err
+        assert err["error"]["code"] == "hot_tier_unavailable"
+        assert "retry when it is back" in err["error"]["message"]
+        assert headers["Retry-After"] == "5"
+        # Writes and deletes still succeed: the warm tier takes the write, the delete is journalled.
+        status, _, put = node.request("PUT", _path("shared", "during"), {"value": 3})
+        assert status == 200 and put["tier"] == "warm"
+        status, _, got = node.request("GET", _path("shared", "during"))
+        assert status == 200 and got["value"] == 3
+        assert node.request("DELETE", _path("shared", "gone"))[0] == 200
+        private_redis.start()
+        deadline = time.monotonic() + 10
+        while node.request("GET", _path("shared", "in-redis"))[0] != 200:
+            assert time.monotonic() < deadline, "the hot tier did not come back"
+            time.sleep(0.2)
+        assert node.request("GET", _path("shared", "gone"))[0] == 404
     finally:
         node.stop()

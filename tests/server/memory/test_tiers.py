@@ -210,9 +210,15 @@ async def test_redis_outage_degrades_to_warm_and_recovers(
         assert tier == "warm"
         _, tier = await store.put("shared", "changed", "new")
         assert tier == "warm"
-        assert await store.delete("shared", "removed") is False  # only Redis held it
+        # Only Redis held it: the delete is journalled and applied when Redis is back.
+        assert await store.delete("shared", "removed") is True
         got = await store.get("shared", "during")
         assert got is not None and got[1] == "warm"
+        # Only Redis holds "before": "not found" would be a guess, so the read says unavailable.
+        with pytest.raises(TierUnavailableError) as unavailable:
+            await store.get("shared", "before")
+        assert unavailable.value.tier == "hot"
+        assert "cannot be reached" in str(unavailable.value)
         assert (await store.status())["tiers"]["hot"]["available"] is False
         private_redis.start()  # same append-only file: Redis comes back with its data
         await asyncio.sleep(HOT_RETRY)
