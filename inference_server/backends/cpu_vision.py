@@ -12,10 +12,9 @@ to 0-1 so that ``min_score`` means the same thing as on the Hailo.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from typing import Any
-
-import cv2
 
 from inference_server.backends.vision import (
     Detection,
@@ -44,12 +43,20 @@ class CpuVisionBackend:
         self._faces: Any = None
 
     def probe(self) -> str | None:
-        if not hasattr(cv2, "HOGDescriptor"):
-            return f"OpenCV {cv2.__version__} has no HOG detector (needs OpenCV 4.x)"
+        # Without importing OpenCV: the status asks at start-up, and the import is the largest
+        # part of an idle node's memory (see backends/vision.py). _load checks the rest.
+        if importlib.util.find_spec("cv2") is None:
+            return "OpenCV is not installed (the opencv-python-headless package)"
         return None
 
     def _load(self) -> tuple[Any, Any]:
+        import cv2  # noqa: PLC0415 - on first use, see probe()
+
         if self._hog is None:
+            if not hasattr(cv2, "HOGDescriptor"):
+                raise VisionUnavailableError(
+                    f"OpenCV {cv2.__version__} has no HOG detector (needs OpenCV 4.x)"
+                )
             hog = cv2.HOGDescriptor()
             hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())  # type: ignore[attr-defined]
             faces = cv2.CascadeClassifier(
@@ -62,6 +69,8 @@ class CpuVisionBackend:
         return self._hog, self._faces
 
     def detect(self, image: Image, *, min_score: float, max_detections: int) -> list[Detection]:
+        import cv2  # noqa: PLC0415 - loaded by _load already; see probe()
+
         hog, faces = self._load()
         height, width = image.shape[:2]
         scale = min(1.0, MAX_SIDE / max(height, width))

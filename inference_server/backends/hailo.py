@@ -30,9 +30,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import cv2
-import numpy as np
-
 from inference_server.backends.vision import (
     Detection,
     Image,
@@ -247,6 +244,9 @@ class HailoBackend:
         return self._configured
 
     def detect(self, image: Image, *, min_score: float, max_detections: int) -> list[Detection]:
+        import cv2  # noqa: PLC0415 - on first use, see backends/vision.py
+        import numpy as np  # noqa: PLC0415
+
         with self._lock:
             configured = self._open()
             height, width = image.shape[:2]

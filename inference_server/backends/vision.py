@@ -27,13 +27,14 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import cv2
-import numpy as np
-import numpy.typing as npt
-from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
+if TYPE_CHECKING:
+    # OpenCV, NumPy and Pillow are imported by the functions that decode and detect, on the
+    # first image: loaded at start-up they cost an idle node ~20 MB of its 120 MB edge budget
+    # (bench/RESULTS.md, load section), and most nodes see no image for hours, or ever.
+    import numpy as np
+    import numpy.typing as npt
 
 MAX_IMAGE_PIXELS = 40_000_000
 """Larger images are refused: a small PNG can decode to gigabytes (an 8K frame is 33 MP)."""
@@ -146,6 +147,9 @@ def decode_image(data: bytes) -> Image:
     if not data:
         raise ImageDecodeError("the request body is empty; send the image bytes")
     _check_size(data)
+    import cv2  # noqa: PLC0415 - on first use, see the imports above
+    import numpy as np  # noqa: PLC0415
+
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as err:
@@ -161,6 +165,9 @@ def _check_size(data: bytes) -> None:
     OpenCV's own limit (``OPENCV_IO_MAX_IMAGE_PIXELS``) is fixed when cv2 is first imported,
     which this module does not control; the header check does not depend on import order.
     """
+    from PIL import Image as PILImage  # noqa: PLC0415 - on first use, see the imports above
+    from PIL import UnidentifiedImageError  # noqa: PLC0415
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)

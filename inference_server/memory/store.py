@@ -519,7 +519,7 @@ class TieredMemory:
             for ns, key, text, score in remote:
                 ident = item_id(ns, key)
                 try:
-                    shadowed = ident not in scored and await self.get(ns, key, promote=False) is None
+                    shadowed = ident not in scored and not await self.get(ns, key, promote=False)
                 except TierUnavailableError:
                     shadowed = False  # the hot tier is down: the peer's copy is the best we have
                 if shadowed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import struct
+import subprocess
 import sys
 import zlib
 from collections.abc import Iterator
@@ -285,3 +286,17 @@ def test_power_mode_order(mode: str, cloud: bool, allow_cpu: bool, order: list[s
     local: list[VisionBackend] = [_Named("hailo"), _Named("cpu")]
     steps = plan_steps(mode, local, cloud=cloud, allow_cpu=allow_cpu)
     assert [s if isinstance(s, str) else s.name for s in steps] == order
+
+
+def test_the_server_starts_without_the_image_stack() -> None:
+    """OpenCV and Pillow load with the first image, not with the app (the idle-RSS budget)."""
+    probe = (
+        "import sys, inference_server.app, inference_server.vision_setup as v;"
+        "from inference_server.config import VisionSettings;"
+        "v.build_vision_service(VisionSettings());"
+        "print(sorted(m for m in ('cv2', 'PIL') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -249,7 +249,11 @@ def test_redis_outage_reads_say_unavailable_not_missing(
     """An item only Redis holds is unknown while Redis is down: 503 and Retry-After, never 404."""
     warm = tmp_path / "nas"
     warm.mkdir()
-    memory = {"redis_url": private_redis.url, "warm_path": str(warm), "mover_interval_seconds": 3600}
+    memory = {
+        "redis_url": private_redis.url,
+        "warm_path": str(warm),
+        "mover_interval_seconds": 3600,
+    }
     node = make_node("edge-outage", memory).start()
     try:
         assert node.request("PUT", _path("shared", "in-redis"), {"value": 1})[0] == 200
