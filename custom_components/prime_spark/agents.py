@@ -14,12 +14,13 @@ from typing import override
 
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
-from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
 
-from .client import PrimeSparkConnectionError, PrimeSparkError, PrimeSparkResponseError
+from .client import PrimeSparkResponseError
 from .client.agents import AgentList, PrimeSparkAgents
 from .const import DOMAIN, LOGGER
 from .coordinator import PrimeSparkConfigEntry
+from .poll import poll_errors
 
 AGENTS_SCAN_INTERVAL = timedelta(seconds=15)
 STALE_AGENT_POLLS = 20
@@ -50,28 +51,13 @@ class PrimeSparkAgentsCoordinator(DataUpdateCoordinator[AgentList]):
 
     @override
     async def _async_update_data(self) -> AgentList:
-        try:
-            return await self.api.agents()
-        except PrimeSparkResponseError as err:
-            if err.status == 404:  # a node from before agents: nothing to show
-                return AgentList(agents={}, pending={})
-            raise UpdateFailed(
-                translation_domain=DOMAIN,
-                translation_key="unknown_error",
-                translation_placeholders={"error": str(err)},
-            ) from err
-        except PrimeSparkConnectionError as err:
-            raise UpdateFailed(
-                translation_domain=DOMAIN,
-                translation_key="communication_error",
-                translation_placeholders={"error": str(err)},
-            ) from err
-        except PrimeSparkError as err:
-            raise UpdateFailed(
-                translation_domain=DOMAIN,
-                translation_key="unknown_error",
-                translation_placeholders={"error": str(err)},
-            ) from err
+        with poll_errors():
+            try:
+                return await self.api.agents()
+            except PrimeSparkResponseError as err:
+                if err.status == 404:  # a node from before agents: nothing to show
+                    return AgentList(agents={}, pending={})
+                raise
 
     @callback
     def async_remove_stale_devices(self) -> set[str]:

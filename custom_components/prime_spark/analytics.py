@@ -33,11 +33,11 @@ from homeassistant.helpers.typing import StateType
 from homeassistant.helpers.update_coordinator import (
     CoordinatorEntity,
     DataUpdateCoordinator,
-    UpdateFailed,
 )
 
-from .client import AnalyticsSummary, AnalyticsWindow, PrimeSpark, PrimeSparkError
+from .client import AnalyticsSummary, AnalyticsWindow, PrimeSpark
 from .const import DOMAIN, LOGGER, MANUFACTURER
+from .poll import poll_errors
 
 if TYPE_CHECKING:
     from .coordinator import PrimeSparkConfigEntry
@@ -66,15 +66,9 @@ class PrimeSparkAnalyticsCoordinator(DataUpdateCoordinator[AnalyticsSummary]):
 
     @override
     async def _async_update_data(self) -> AnalyticsSummary:
-        try:
+        # Analytics failing (disabled, store down) must not affect the node's own entities.
+        with poll_errors("analytics_error"):
             summary = await self.client.analytics_summary(ANALYTICS_WINDOW)
-        except PrimeSparkError as err:
-            # Analytics failing (disabled, store down) must not affect the node's own entities.
-            raise UpdateFailed(
-                translation_domain=DOMAIN,
-                translation_key="analytics_error",
-                translation_placeholders={"error": str(err)},
-            ) from err
         self._sync_issues(summary)
         return summary
 

@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING, override
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError
-from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
 
 from .client import (
     PrimeSpark,
     PrimeSparkAuthenticationError,
-    PrimeSparkConnectionError,
     PrimeSparkError,
     RouteEvent,
     ServerEvent,
@@ -32,6 +31,7 @@ from .const import (
     LOGGER,
 )
 from .issues import async_check_api_version
+from .poll import poll_errors
 
 if TYPE_CHECKING:
     from .analytics import PrimeSparkAnalyticsCoordinator
@@ -86,24 +86,13 @@ class PrimeSparkStatusCoordinator(DataUpdateCoordinator[Status]):
     @override
     async def _async_update_data(self) -> Status:
         """Read the whole status."""
-        try:
-            status = await self.client.status()
-        except PrimeSparkAuthenticationError as err:
-            raise ConfigEntryAuthFailed(
-                translation_domain=DOMAIN, translation_key="authentication_error"
-            ) from err
-        except PrimeSparkConnectionError as err:
-            raise UpdateFailed(
-                translation_domain=DOMAIN,
-                translation_key="communication_error",
-                translation_placeholders={"error": str(err)},
-            ) from err
-        except PrimeSparkError as err:
-            raise UpdateFailed(
-                translation_domain=DOMAIN,
-                translation_key="unknown_error",
-                translation_placeholders={"error": str(err)},
-            ) from err
+        with poll_errors():
+            try:
+                status = await self.client.status()
+            except PrimeSparkAuthenticationError as err:
+                raise ConfigEntryAuthFailed(
+                    translation_domain=DOMAIN, translation_key="authentication_error"
+                ) from err
         if status.node_id != self.config_entry.unique_id:
             # Another node answers at this address: its entities must not show up as ours.
             raise ConfigEntryError(

@@ -36,11 +36,11 @@ from homeassistant.helpers.typing import StateType
 from homeassistant.helpers.update_coordinator import (
     CoordinatorEntity,
     DataUpdateCoordinator,
-    UpdateFailed,
 )
 
-from .client import LinkStatus, PrimeSpark, PrimeSparkError, PrimeSparkResponseError
+from .client import LinkStatus, PrimeSpark, PrimeSparkResponseError
 from .const import DOCUMENTATION_URL, DOMAIN, LOGGER, MANUFACTURER
+from .poll import poll_errors
 
 if TYPE_CHECKING:
     from .coordinator import PrimeSparkConfigEntry
@@ -75,14 +75,8 @@ class PrimeSparkLinkCoordinator(DataUpdateCoordinator[LinkStatus]):
 
     @override
     async def _async_update_data(self) -> LinkStatus:
-        try:
+        with poll_errors():
             link = await self.client.link()
-        except PrimeSparkError as err:
-            raise UpdateFailed(
-                translation_domain=DOMAIN,
-                translation_key="communication_error",
-                translation_placeholders={"error": str(err)},
-            ) from err
         self._track_staleness(link)
         return link
 

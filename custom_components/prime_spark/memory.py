@@ -26,12 +26,12 @@ from homeassistant.helpers.typing import StateType
 from homeassistant.helpers.update_coordinator import (
     CoordinatorEntity,
     DataUpdateCoordinator,
-    UpdateFailed,
 )
 
-from .client import PrimeSpark, PrimeSparkError, PrimeSparkResponseError
+from .client import PrimeSpark, PrimeSparkResponseError
 from .const import DOCUMENTATION_URL, DOMAIN, LOGGER, MANUFACTURER
 from .coordinator import PrimeSparkConfigEntry
+from .poll import poll_errors
 
 MEMORY_SCAN_INTERVAL = timedelta(seconds=30)
 TIERS = ("hot", "warm", "cold")
@@ -58,14 +58,13 @@ class PrimeSparkMemoryCoordinator(DataUpdateCoordinator[dict[str, Any]]):
 
     @override
     async def _async_update_data(self) -> dict[str, Any]:
-        try:
-            data = await self.client.memory_status()
-        except PrimeSparkResponseError as err:
-            if err.status == 404:
-                return {}
-            raise UpdateFailed(f"Memory status failed: {err}") from err
-        except PrimeSparkError as err:
-            raise UpdateFailed(f"Memory status failed: {err}") from err
+        with poll_errors():
+            try:
+                data = await self.client.memory_status()
+            except PrimeSparkResponseError as err:
+                if err.status == 404:  # memory turned off on the node: no tier to show
+                    return {}
+                raise
         async_check_warm_tier(self.hass, self.config_entry, data)
         return data
 
