@@ -20,9 +20,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.connection import HiredisRespSerializer
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.utils import HIREDIS_AVAILABLE
+
+if HIREDIS_AVAILABLE:
+    import hiredis
 
 from inference_server.memory.record import TierName, TierUnavailableError, item_id, split_id
 from inference_server.memory.tier import Usage
@@ -36,24 +41,39 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 1
 """
 
-# One call per batch: the per-item work is STRLEN + SET; the recency index gets one ZADD with
-# every member and the byte counter one INCRBY with the summed delta.
+# One call per batch, whatever its size: one MGET reads the old sizes (so the byte counter
+# stays exact without a per-item size index), one MSET writes, the recency index gets one ZADD
+# with every member and the byte counter one INCRBY with the summed delta. A key may occur
+# twice in a batch (two callers' batches merged by the coalescer): ``seen`` makes the second
+# occurrence count against the first, as one SET after another would. Lua-to-Redis calls cost
+# more than the Lua around them, so four calls per batch instead of two per item is the point.
 _PUT_MANY = """
-local now = ARGV[1]
 local n = #KEYS - 2
+if n == 0 then return 0 end
+local now = ARGV[1]
+local old = redis.call('MGET', unpack(KEYS, 1, n))
 local delta = 0
+local seen = {}
+local sets = {}
 local zargs = {}
 for i = 1, n do
+  local key = KEYS[i]
   local text = ARGV[2 * i + 1]
-  delta = delta + string.len(text) - redis.call('STRLEN', KEYS[i])
-  redis.call('SET', KEYS[i], text)
+  local size = string.len(text)
+  local before = seen[key]
+  if before == nil then
+    before = old[i] and string.len(old[i]) or 0
+  end
+  seen[key] = size
+  delta = delta + size - before
+  sets[2 * i - 1] = key
+  sets[2 * i] = text
   zargs[2 * i - 1] = now
   zargs[2 * i] = ARGV[2 * i]
 end
-if n > 0 then
-  redis.call('ZADD', KEYS[n + 1], unpack(zargs))
-  redis.call('INCRBY', KEYS[n + 2], delta)
-end
+redis.call('MSET', unpack(sets))
+redis.call('ZADD', KEYS[n + 1], unpack(zargs))
+redis.call('INCRBY', KEYS[n + 2], delta)
 return n
 """
 
@@ -69,7 +89,10 @@ return 1
 
 
 _BATCH = 1000
+"""Items per put-many script call: Lua's unpack() takes a few thousand values."""
 
+_MGET_KEYS = 4096
+"""Keys per merged MGET (a bound on one reply's size, not a Redis limit)."""
 
 _IN_FLIGHT = 4
 """Round trips the coalescer keeps in flight at once (Python packs the next while Redis works)."""
@@ -90,20 +113,51 @@ class _HiredisPackedConnection(aioredis.Connection):
         return packed
 
 
+def _pack(conn: Any, command: tuple[Any, ...]) -> bytes:
+    """RESP for one command; the coalescer's own commands are all bytes, str, int or float."""
+    if HIREDIS_AVAILABLE:
+        packed: bytes = hiredis.pack_command(command)
+        return packed
+    return b"".join(conn.pack_command(*command))
+
+
+_Sink = tuple["asyncio.Future[Any]", int, int]
+"""A caller waiting on (part of) one command's reply: (future, start, stop); start < 0 means
+the whole reply, else the reply list's slice [start:stop] (its keys of a merged MGET)."""
+
+
 class _Coalescer:
-    """Sends the reads and writes of concurrent callers in one pipelined round trip.
+    """Sends the reads and writes of concurrent callers together, merged, in one round trip.
 
     The first command of an idle tier goes out at once (no timer, no added latency); commands
-    issued while ``_IN_FLIGHT`` round trips are out queue and leave together in the next one. Per
-    round trip redis-py costs far more Python time than per command, so this is where the
-    client's throughput comes from. Scripts go as ``EVALSHA``; a ``NOSCRIPT`` (Redis restarted
-    or flushed its script cache) loads them and resends only those commands (they never ran).
+    issued while ``_IN_FLIGHT`` round trips are out queue and leave together in the next one.
+    Queued reads become one ``MGET`` and queued batch writes one put-many script call, so Redis
+    runs one script (not one per caller) and Python packs and parses a handful of commands per
+    round trip whatever the number of callers: the per-command costs on both sides are what
+    bounded the tier's throughput (bench/RESULTS.md). Concurrent callers have no order between
+    them, so merging reorders nothing a caller could observe; each script call stays atomic.
+
+    Round trips go over connections of the coalescer's own (made by the client's pool, so they
+    share its settings), written as one packed buffer and read reply by reply: redis-py's
+    pipeline object and pool checkout cost more Python time per round trip than the commands.
+    A connection error retries the round trip once on a new connection (what redis-py's own
+    retry does: an idle connection may be stale after a Redis restart), then fails the callers.
+    Scripts go as ``EVALSHA``; a ``NOSCRIPT`` (Redis restarted or flushed its script cache)
+    loads them and resends only those commands (they never ran).
     """
 
-    def __init__(self, client: aioredis.Redis, scripts: tuple[str, ...]) -> None:
+    def __init__(
+        self, client: aioredis.Redis, keys: tuple[str, str], put_many: str, scripts: tuple[str, ...]
+    ) -> None:
         self._client = client
-        self._scripts = {hashlib.sha1(s.encode()).hexdigest(): s for s in scripts}  # noqa: S324
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._lru_and_bytes = (keys[0].encode(), keys[1].encode())
+        self._scripts = {self.sha(s): s for s in (put_many, *scripts)}
+        self._put_many_sha = self.sha(put_many).encode()
+        self._commands: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._reads: list[tuple[list[bytes], asyncio.Future[Any]]] = []
+        self._writes: list[tuple[tuple[bytes, bytes, bytes], ...]] = []
+        self._write_futures: list[asyncio.Future[Any]] = []
+        self._idle: list[AbstractConnection] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = 0
 
@@ -111,63 +165,175 @@ class _Coalescer:
     def sha(script: str) -> str:
         return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis's script id
 
-    async def call(self, *command: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((command, future))
+    def _pending(self) -> bool:
+        return bool(self._commands or self._reads or self._writes)
+
+    def _wake(self) -> None:
         if self._draining < _IN_FLIGHT:
             # Counted here and uncounted in _drain with no await between its last look at
-            # the queue and the decrement, so a queued command always has a drainer.
+            # the queues and the decrement, so a queued command always has a drainer.
             self._draining += 1
-            task = loop.create_task(self._drain())
+            task = asyncio.get_running_loop().create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def call(self, *command: Any) -> Any:
+        """One command, sent as it is (its reply, or its error raised)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._commands.append((command, future))
+        self._wake()
         return await future
 
+    async def mget(self, keys: list[bytes]) -> list[Any]:
+        """The values of ``keys`` (None where absent), read in the round trip's merged MGET."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._reads.append((keys, future))
+        self._wake()
+        result: list[Any] = await future
+        return result
+
+    async def put_many(self, items: tuple[tuple[bytes, bytes, bytes], ...]) -> None:
+        """Write (redis key, item id, text) items (at most ``_BATCH``) in a put-many call."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._writes.append(items)
+        self._write_futures.append(future)
+        self._wake()
+        await future
+
+    def _take(self) -> list[tuple[tuple[Any, ...], list[_Sink]]]:
+        """Empty the queues into the commands of one round trip (each with its callers)."""
+        wire: list[tuple[tuple[Any, ...], list[_Sink]]] = [
+            (command, [(future, -1, 0)]) for command, future in self._commands
+        ]
+        keys: list[bytes] = []
+        sinks: list[_Sink] = []
+        for chunk, future in self._reads:
+            if keys and len(keys) + len(chunk) > _MGET_KEYS:
+                wire.append((("MGET", *keys), sinks))
+                keys, sinks = [], []
+            sinks.append((future, len(keys), len(keys) + len(chunk)))
+            keys += chunk
+        if keys:
+            wire.append((("MGET", *keys), sinks))
+        merged: list[tuple[bytes, bytes, bytes]] = []
+        sinks = []
+        for items, future in zip(self._writes, self._write_futures, strict=True):
+            if merged and len(merged) + len(items) > _BATCH:
+                wire.append((self._put_many_command(merged), sinks))
+                merged, sinks = [], []
+            sinks.append((future, -1, 0))
+            merged += items
+        if merged:
+            wire.append((self._put_many_command(merged), sinks))
+        self._commands, self._reads, self._writes, self._write_futures = [], [], [], []
+        return wire
+
+    def _put_many_command(self, items: list[tuple[bytes, bytes, bytes]]) -> tuple[Any, ...]:
+        # Keys first (every item's, then the index and the counter), then now, id, text, ...
+        lru, size = self._lru_and_bytes
+        args: list[Any] = ["EVALSHA", self._put_many_sha, len(items) + 2]
+        args += [key for key, _, _ in items]
+        args += [lru, size, time.time()]
+        for _, ident, text in items:
+            args += [ident, text]
+        return tuple(args)
+
     async def _drain(self) -> None:
+        conn = self._idle.pop() if self._idle else self._connection()
         try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                await self._send(batch, retry=True)
+            while self._pending():
+                await self._round_trip(conn, self._take(), retry=True)
         finally:
             self._draining -= 1
+            self._idle.append(conn)
 
-    async def _send(
-        self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]], *, retry: bool
+    def _connection(self) -> AbstractConnection:
+        """A connection of the coalescer's own, with the client's settings (connected on use)."""
+        pool = self._client.connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
+
+    async def _round_trip(
+        self,
+        conn: Any,
+        wire: list[tuple[tuple[Any, ...], list[_Sink]]],
+        *,
+        retry: bool,
     ) -> None:
+        results: list[Any] = []
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for command, _ in batch:
-                    pipe.execute_command(*command)
-                results = await pipe.execute(raise_on_error=False)
+            try:
+                await self._exchange(conn, wire, results)
+            except RedisConnectionError:
+                if not retry or results:  # nothing ran yet: the connection was stale
+                    raise
+                await conn.disconnect()
+                await self._exchange(conn, wire, results)
         except (RedisError, OSError) as err:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(err)
+            await conn.disconnect()  # replies may be half read: never reuse it as it is
+            failure = err if isinstance(err, RedisError) else RedisConnectionError(str(err))
+            for _, sinks in wire:
+                _deliver(sinks, failure)
             return
+        except BaseException:
+            await conn.disconnect()
+            for _, sinks in wire:
+                _deliver(sinks, RedisConnectionError("the hot tier was closed"))
+            raise
         missing = [
-            item
-            for item, result in zip(batch, results, strict=True)
+            (command, sinks)
+            for (command, sinks), result in zip(wire, results, strict=True)
             if retry and isinstance(result, NoScriptError)
         ]
+        for (_, sinks), result in zip(wire, results, strict=True):
+            if not (retry and isinstance(result, NoScriptError)):
+                _deliver(sinks, result)
         if missing:
             try:
                 for source in self._scripts.values():
                     await self._client.script_load(source)
             except (RedisError, OSError) as err:
-                for _, future in missing:
-                    if not future.done():
-                        future.set_exception(err)
-                missing = []
+                failure = err if isinstance(err, RedisError) else RedisConnectionError(str(err))
+                for _, sinks in missing:
+                    _deliver(sinks, failure)
             else:
-                await self._send(missing, retry=False)
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done() or any(future is f for _, f in missing):
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+                await self._round_trip(conn, missing, retry=False)
+
+    @staticmethod
+    async def _exchange(
+        conn: Any, wire: list[tuple[tuple[Any, ...], list[_Sink]]], results: list[Any]
+    ) -> None:
+        """Write the round trip's commands as one buffer, then read one reply per command."""
+        await conn.send_packed_command(
+            b"".join([_pack(conn, command) for command, _ in wire]), check_health=False
+        )
+        for _ in wire:
+            try:
+                results.append(await conn.read_response())
+            except ResponseError as err:  # the reply was read whole: the stream is in step
+                results.append(err)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        closed = RedisConnectionError("the hot tier was closed")
+        for _, sinks in self._take():
+            _deliver(sinks, closed)
+        for conn in self._idle:
+            await conn.disconnect()
+        self._idle.clear()
+
+
+def _deliver(sinks: list[_Sink], result: Any) -> None:
+    for future, start, stop in sinks:
+        if future.done():  # its caller was cancelled
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        elif start < 0:
+            future.set_result(result)
+        else:
+            future.set_result(result[start:stop])
 
 
 def _text(raw: Any) -> str:
@@ -196,9 +362,9 @@ class RedisHotTier:
         self._lru = prefix + "lru"
         self._bytes = prefix + "bytes"
         self._delete = self._client.register_script(_DELETE)
-        self._batch = _Coalescer(self._client, (_PUT, _PUT_MANY))
+        self._batch = _Coalescer(self._client, (self._lru, self._bytes), _PUT_MANY, (_PUT,))
         self._put_sha = _Coalescer.sha(_PUT)
-        self._put_many_sha = _Coalescer.sha(_PUT_MANY)
+        self._key_head = (prefix + "i:").encode()
 
     def _key(self, ident: str) -> str:
         return self._prefix + "i:" + ident
@@ -208,20 +374,21 @@ class RedisHotTier:
 
     async def get_raw(self, namespace: str, key: str) -> str | None:
         try:
-            raw = await self._batch.call("GET", self._key(item_id(namespace, key)))
+            (raw,) = await self._batch.mget([self._key(item_id(namespace, key)).encode()])
         except RedisError as err:
             raise self._fail(err) from err
         return None if raw is None else _text(raw)
 
     async def get_many(self, idents: list[str]) -> list[str | None]:
-        """Pipelined reads (one round trip): what the benchmark's batch mix uses."""
+        """Reads merged with concurrent callers' into one MGET: the benchmark's batch mix."""
         if not idents:
             return []
+        head = self._key_head
         try:
-            raws = await self._batch.call("MGET", *[self._key(i) for i in idents])
+            raws = await self._batch.mget([head + i.encode() for i in idents])
         except RedisError as err:
             raise self._fail(err) from err
-        return [None if r is None else _text(r) for r in raws]
+        return [None if r is None else r.decode() for r in raws]
 
     async def put_raw(
         self, namespace: str, key: str, text: str, *, only_if_absent: bool = False
@@ -235,17 +402,22 @@ class RedisHotTier:
             raise self._fail(err) from err
 
     async def put_many(self, items: list[tuple[str, str, str]]) -> None:
-        """Batched writes (namespace, key, text): one script call, one round trip."""
-        now = time.time()
-        for start in range(0, len(items), _BATCH):  # Lua's unpack() takes a few thousand values
-            chunk = items[start : start + _BATCH]
-            idents = [item_id(namespace, key) for namespace, key, _ in chunk]
-            keys = [self._key(i) for i in idents] + [self._lru, self._bytes]
-            args: list[str | float] = [now]
-            for ident, (_, _, text) in zip(idents, chunk, strict=True):
-                args += [ident, text]
+        """Batched writes (namespace, key, text): one script call (with concurrent callers').
+
+        Encoded here, in the caller, so a text that cannot be encoded fails its own caller and
+        not the others its batch is merged with.
+        """
+        head = self._key_head
+        for start in range(0, len(items), _BATCH):
+            chunk = tuple(
+                (head + ident, ident, text.encode())
+                for ident, text in (
+                    (f"{namespace}\x00{key}".encode(), text)  # item_id(), inlined: per item
+                    for namespace, key, text in items[start : start + _BATCH]
+                )
+            )
             try:
-                await self._batch.call("EVALSHA", self._put_many_sha, len(keys), *keys, *args)
+                await self._batch.put_many(chunk)
             except RedisError as err:
                 raise self._fail(err) from err
 
@@ -317,6 +489,7 @@ class RedisHotTier:
                 break
 
     async def close(self) -> None:
+        await self._batch.close()
         await self._client.aclose()
 
 
