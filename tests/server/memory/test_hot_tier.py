@@ -20,11 +20,11 @@ def _invariants(url: str, prefix: str) -> tuple[dict[str, bytes], set[bytes], in
     client = redis.Redis.from_url(url)
     try:
         head = (prefix + "i:").encode()
-        keys = list(client.scan_iter(match=prefix + "i:*", count=1000))
-        values = client.mget(keys) if keys else []
+        keys: list[bytes] = list(client.scan_iter(match=prefix + "i:*", count=1000))
+        values: list[bytes] = client.mget(keys) if keys else []  # type: ignore[assignment]
         items = {k[len(head) :].decode(): v for k, v in zip(keys, values, strict=True)}
-        lru = set(client.zrange(prefix + "lru", 0, -1))
-        size = int(client.get(prefix + "bytes") or 0)
+        lru: set[bytes] = set(client.zrange(prefix + "lru", 0, -1))  # type: ignore[arg-type]
+        size = int(client.get(prefix + "bytes") or 0)  # type: ignore[arg-type]
     finally:
         client.close()
     return items, lru, size
