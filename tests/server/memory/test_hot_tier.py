@@ -24,7 +24,7 @@ def _invariants(url: str, prefix: str) -> tuple[dict[str, bytes], set[bytes], in
         values: list[bytes] = client.mget(keys) if keys else []  # type: ignore[assignment]
         items = {k[len(head) :].decode(): v for k, v in zip(keys, values, strict=True)}
         lru: set[bytes] = set(client.zrange(prefix + "lru", 0, -1))  # type: ignore[arg-type]
-        size = int(client.get(prefix + "bytes") or 0)  # type: ignore[arg-type]
+        size = int(client.get(prefix + "bytes") or 0)
     finally:
         client.close()
     return items, lru, size
