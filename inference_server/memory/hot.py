@@ -155,8 +155,7 @@ class _Coalescer:
         self._put_many_sha = self.sha(put_many).encode()
         self._commands: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._reads: list[tuple[list[bytes], asyncio.Future[Any]]] = []
-        self._writes: list[tuple[tuple[bytes, bytes, bytes], ...]] = []
-        self._write_futures: list[asyncio.Future[Any]] = []
+        self._writes: list[tuple[list[bytes], list[bytes], asyncio.Future[Any]]] = []
         self._idle: list[AbstractConnection] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = 0
@@ -192,11 +191,11 @@ class _Coalescer:
         result: list[Any] = await future
         return result
 
-    async def put_many(self, items: tuple[tuple[bytes, bytes, bytes], ...]) -> None:
-        """Write (redis key, item id, text) items (at most ``_BATCH``) in a put-many call."""
+    async def put_many(self, keys: list[bytes], pairs: list[bytes]) -> None:
+        """Write items (at most ``_BATCH``) in a put-many call: their Redis keys, and their
+        ids and texts as one flat list (id, text, id, text, ...), the script's argument order."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._writes.append(items)
-        self._write_futures.append(future)
+        self._writes.append((keys, pairs, future))
         self._wake()
         await future
 
@@ -215,28 +214,25 @@ class _Coalescer:
             keys += chunk
         if keys:
             wire.append((("MGET", *keys), sinks))
-        merged: list[tuple[bytes, bytes, bytes]] = []
+        keys = []
+        pairs: list[bytes] = []
         sinks = []
-        for items, future in zip(self._writes, self._write_futures, strict=True):
-            if merged and len(merged) + len(items) > _BATCH:
-                wire.append((self._put_many_command(merged), sinks))
-                merged, sinks = [], []
+        for more_keys, more_pairs, future in self._writes:
+            if keys and len(keys) + len(more_keys) > _BATCH:
+                wire.append((self._put_many_command(keys, pairs), sinks))
+                keys, pairs, sinks = [], [], []
             sinks.append((future, -1, 0))
-            merged += items
-        if merged:
-            wire.append((self._put_many_command(merged), sinks))
-        self._commands, self._reads, self._writes, self._write_futures = [], [], [], []
+            keys += more_keys
+            pairs += more_pairs
+        if keys:
+            wire.append((self._put_many_command(keys, pairs), sinks))
+        self._commands, self._reads, self._writes = [], [], []
         return wire
 
-    def _put_many_command(self, items: list[tuple[bytes, bytes, bytes]]) -> tuple[Any, ...]:
+    def _put_many_command(self, keys: list[bytes], pairs: list[bytes]) -> tuple[Any, ...]:
         # Keys first (every item's, then the index and the counter), then now, id, text, ...
         lru, size = self._lru_and_bytes
-        args: list[Any] = ["EVALSHA", self._put_many_sha, len(items) + 2]
-        args += [key for key, _, _ in items]
-        args += [lru, size, time.time()]
-        for _, ident, text in items:
-            args += [ident, text]
-        return tuple(args)
+        return ("EVALSHA", self._put_many_sha, len(keys) + 2, *keys, lru, size, time.time(), *pairs)
 
     async def _drain(self) -> None:
         conn = self._idle.pop() if self._idle else self._connection()
@@ -409,15 +405,13 @@ class RedisHotTier:
         """
         head = self._key_head
         for start in range(0, len(items), _BATCH):
-            chunk = tuple(
-                (head + ident, ident, text.encode())
-                for ident, text in (
-                    (f"{namespace}\x00{key}".encode(), text)  # item_id(), inlined: per item
-                    for namespace, key, text in items[start : start + _BATCH]
-                )
-            )
+            chunk = items[start : start + _BATCH]
+            idents = [f"{namespace}\x00{key}".encode() for namespace, key, _ in chunk]  # item_id
+            pairs: list[bytes] = [b""] * (2 * len(chunk))
+            pairs[0::2] = idents
+            pairs[1::2] = [text.encode() for _, _, text in chunk]
             try:
-                await self._batch.put_many(chunk)
+                await self._batch.put_many([head + i for i in idents], pairs)
             except RedisError as err:
                 raise self._fail(err) from err
 
