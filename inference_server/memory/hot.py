@@ -159,6 +159,7 @@ class _Coalescer:
         self._idle: list[AbstractConnection] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = 0
+        self._starting = False
 
     @staticmethod
     def sha(script: str) -> str:
@@ -168,10 +169,13 @@ class _Coalescer:
         return bool(self._commands or self._reads or self._writes)
 
     def _wake(self) -> None:
-        if self._draining < _IN_FLIGHT:
+        # A drainer that has not started yet will take this command too: one new task per
+        # round trip, not one per caller woken by the previous round trip's replies.
+        if not self._starting and self._draining < _IN_FLIGHT:
             # Counted here and uncounted in _drain with no await between its last look at
             # the queues and the decrement, so a queued command always has a drainer.
             self._draining += 1
+            self._starting = True
             task = asyncio.get_running_loop().create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -235,6 +239,7 @@ class _Coalescer:
         return ("EVALSHA", self._put_many_sha, len(keys) + 2, *keys, lru, size, time.time(), *pairs)
 
     async def _drain(self) -> None:
+        self._starting = False
         conn = self._idle.pop() if self._idle else self._connection()
         try:
             while self._pending():
@@ -312,6 +317,7 @@ class _Coalescer:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._starting = False
         closed = RedisConnectionError("the hot tier was closed")
         for _, sinks in self._take():
             _deliver(sinks, closed)
