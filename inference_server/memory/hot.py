@@ -97,6 +97,13 @@ _MGET_KEYS = 4096
 _IN_FLIGHT = 4
 """Round trips the coalescer keeps in flight at once (Python packs the next while Redis works)."""
 
+_ROUND_TRIP_OPS = 64
+"""A round trip takes half of the queued operations, but at least this many: the rest go out
+in a second round trip at once, so Redis runs one while Python parses the other's replies and
+packs the next. One round trip of everything queued kept all callers in step (all answered at
+once, all asking again at once) and left one of the two idle while the other worked; smaller
+round trips cost more CPU per operation on both sides (bench/RESULTS.md)."""
+
 
 class _HiredisPackedConnection(aioredis.Connection):
     """An asyncio connection that packs commands with hiredis's C packer.
@@ -153,9 +160,10 @@ class _Coalescer:
         self._lru_and_bytes = (keys[0].encode(), keys[1].encode())
         self._scripts = {self.sha(s): s for s in (put_many, *scripts)}
         self._put_many_sha = self.sha(put_many).encode()
-        self._commands: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._reads: list[tuple[list[bytes], asyncio.Future[Any]]] = []
-        self._writes: list[tuple[list[bytes], list[bytes], asyncio.Future[Any]]] = []
+        # One FIFO of (operations, kind, payload, future), kind 0 a command, 1 a read (payload:
+        # keys), 2 a write (payload: keys, id/text pairs); a round trip takes a prefix of it.
+        self._queue: list[tuple[int, int, Any, asyncio.Future[Any]]] = []
+        self._queued_ops = 0
         self._idle: list[AbstractConnection] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = 0
@@ -165,15 +173,19 @@ class _Coalescer:
     def sha(script: str) -> str:
         return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis's script id
 
-    def _pending(self) -> bool:
-        return bool(self._commands or self._reads or self._writes)
+    def _enqueue(self, ops: int, kind: int, payload: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((ops, kind, payload, future))
+        self._queued_ops += ops
+        self._wake()
+        return future
 
     def _wake(self) -> None:
         # A drainer that has not started yet will take this command too: one new task per
         # round trip, not one per caller woken by the previous round trip's replies.
         if not self._starting and self._draining < _IN_FLIGHT:
             # Counted here and uncounted in _drain with no await between its last look at
-            # the queues and the decrement, so a queued command always has a drainer.
+            # the queue and the decrement, so a queued command always has a drainer.
             self._draining += 1
             self._starting = True
             task = asyncio.get_running_loop().create_task(self._drain())
@@ -182,55 +194,57 @@ class _Coalescer:
 
     async def call(self, *command: Any) -> Any:
         """One command, sent as it is (its reply, or its error raised)."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._commands.append((command, future))
-        self._wake()
-        return await future
+        return await self._enqueue(1, 0, command)
 
     async def mget(self, keys: list[bytes]) -> list[Any]:
         """The values of ``keys`` (None where absent), read in the round trip's merged MGET."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._reads.append((keys, future))
-        self._wake()
-        result: list[Any] = await future
+        result: list[Any] = await self._enqueue(len(keys), 1, keys)
         return result
 
     async def put_many(self, keys: list[bytes], pairs: list[bytes]) -> None:
         """Write items (at most ``_BATCH``) in a put-many call: their Redis keys, and their
         ids and texts as one flat list (id, text, id, text, ...), the script's argument order."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._writes.append((keys, pairs, future))
-        self._wake()
-        await future
+        await self._enqueue(len(keys), 2, (keys, pairs))
 
     def _take(self) -> list[tuple[tuple[Any, ...], list[_Sink]]]:
-        """Empty the queues into the commands of one round trip (each with its callers)."""
-        wire: list[tuple[tuple[Any, ...], list[_Sink]]] = [
-            (command, [(future, -1, 0)]) for command, future in self._commands
-        ]
+        """The commands of one round trip (each with its callers): the queue's oldest entries,
+        half of its operations but at least ``_ROUND_TRIP_OPS``, reads merged, writes merged."""
+        queue = self._queue
+        budget = max(_ROUND_TRIP_OPS, (self._queued_ops + 1) // 2)
+        count = ops = 0
+        while count < len(queue) and ops < budget:
+            ops += queue[count][0]
+            count += 1
+        batch, self._queue = queue[:count], queue[count:]
+        self._queued_ops -= ops
+        wire: list[tuple[tuple[Any, ...], list[_Sink]]] = []
         keys: list[bytes] = []
         sinks: list[_Sink] = []
-        for chunk, future in self._reads:
-            if keys and len(keys) + len(chunk) > _MGET_KEYS:
-                wire.append((("MGET", *keys), sinks))
-                keys, sinks = [], []
-            sinks.append((future, len(keys), len(keys) + len(chunk)))
-            keys += chunk
+        for _, kind, payload, future in batch:
+            if kind == 0:
+                wire.append((payload, [(future, -1, 0)]))
+            elif kind == 1:
+                if keys and len(keys) + len(payload) > _MGET_KEYS:
+                    wire.append((("MGET", *keys), sinks))
+                    keys, sinks = [], []
+                sinks.append((future, len(keys), len(keys) + len(payload)))
+                keys += payload
         if keys:
             wire.append((("MGET", *keys), sinks))
         keys = []
         pairs: list[bytes] = []
         sinks = []
-        for more_keys, more_pairs, future in self._writes:
-            if keys and len(keys) + len(more_keys) > _BATCH:
-                wire.append((self._put_many_command(keys, pairs), sinks))
-                keys, pairs, sinks = [], [], []
-            sinks.append((future, -1, 0))
-            keys += more_keys
-            pairs += more_pairs
+        for _, kind, payload, future in batch:
+            if kind == 2:
+                more_keys, more_pairs = payload
+                if keys and len(keys) + len(more_keys) > _BATCH:
+                    wire.append((self._put_many_command(keys, pairs), sinks))
+                    keys, pairs, sinks = [], [], []
+                sinks.append((future, -1, 0))
+                keys += more_keys
+                pairs += more_pairs
         if keys:
             wire.append((self._put_many_command(keys, pairs), sinks))
-        self._commands, self._reads, self._writes = [], [], []
         return wire
 
     def _put_many_command(self, keys: list[bytes], pairs: list[bytes]) -> tuple[Any, ...]:
@@ -242,8 +256,11 @@ class _Coalescer:
         self._starting = False
         conn = self._idle.pop() if self._idle else self._connection()
         try:
-            while self._pending():
-                await self._round_trip(conn, self._take(), retry=True)
+            while self._queue:
+                wire = self._take()
+                if self._queue:  # more than one round trip's worth: the next goes out meanwhile
+                    self._wake()
+                await self._round_trip(conn, wire, retry=True)
         finally:
             self._draining -= 1
             self._idle.append(conn)
@@ -319,8 +336,9 @@ class _Coalescer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._starting = False
         closed = RedisConnectionError("the hot tier was closed")
-        for _, sinks in self._take():
-            _deliver(sinks, closed)
+        while self._queue:
+            for _, sinks in self._take():
+                _deliver(sinks, closed)
         for conn in self._idle:
             await conn.disconnect()
         self._idle.clear()
