@@ -2,9 +2,10 @@
 
 Redis layout under a prefix: ``i:<ns>\\0<key>`` holds the item's canonical text, the sorted set
 ``lru`` scores each item id by its last read (the demotion clock) and the counter ``bytes`` keeps
-usage exact (an item's old size is its ``STRLEN``, so no per-item size index is kept). Writes and
-conditional deletes are Lua scripts, so the three structures never disagree and "delete only if
-unchanged" is atomic. A batch write is one script call with one ``ZADD`` and one ``INCRBY``.
+usage exact (an item's old size is read back by the write itself, so no per-item size index is
+kept). Writes and conditional deletes are Lua scripts, so the three structures never disagree and
+"delete only if unchanged" is atomic. A batch write is one script call with one ``MGET``, one
+``MSET``, one ``ZADD`` and one ``INCRBY``, and concurrent callers' batches are merged into it.
 
 Expiry is never delegated to Redis ``EXPIRE``: an item silently vanishing from the hot tier
 would let an older copy in a colder tier resurface. TTLs are checked on read and by the mover.
@@ -134,15 +135,17 @@ the whole reply, else the reply list's slice [start:stop] (its keys of a merged 
 
 
 class _Coalescer:
-    """Sends the reads and writes of concurrent callers together, merged, in one round trip.
+    """Sends the reads and writes of concurrent callers together, merged, in few round trips.
 
     The first command of an idle tier goes out at once (no timer, no added latency); commands
-    issued while ``_IN_FLIGHT`` round trips are out queue and leave together in the next one.
-    Queued reads become one ``MGET`` and queued batch writes one put-many script call, so Redis
-    runs one script (not one per caller) and Python packs and parses a handful of commands per
-    round trip whatever the number of callers: the per-command costs on both sides are what
-    bounded the tier's throughput (bench/RESULTS.md). Concurrent callers have no order between
-    them, so merging reorders nothing a caller could observe; each script call stays atomic.
+    issued meanwhile queue (one FIFO) and leave together. A round trip takes the oldest half of
+    the queued operations (at least ``_ROUND_TRIP_OPS``) and a second one the rest at once, up
+    to ``_IN_FLIGHT`` round trips, so Redis runs one while Python handles the other. Within a
+    round trip the reads become one ``MGET`` and the batch writes one put-many script call, so
+    Redis runs one script, not one per caller, and Python packs and parses a handful of
+    commands, not one per caller: the per-command costs on both sides are what bounded the
+    tier's throughput (bench/RESULTS.md). Concurrent callers have no order between them, so
+    merging reorders nothing a caller could observe; each script call stays atomic.
 
     Round trips go over connections of the coalescer's own (made by the client's pool, so they
     share its settings), written as one packed buffer and read reply by reply: redis-py's
