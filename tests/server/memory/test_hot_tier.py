@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 
 import pytest
 import redis
@@ -184,5 +185,22 @@ async def test_a_cancelled_caller_leaves_the_others_answered(
         for i, result in enumerate(done):
             if i != 3:
                 assert result == [f"v{2 * i}", f"v{2 * i + 1}"]
+    finally:
+        await tier.close()
+
+
+async def test_a_hung_redis_times_out_as_tier_unavailable(private_redis: PrivateRedis) -> None:
+    tier = RedisHotTier(private_redis.url, "p:")
+    assert private_redis.process is not None
+    try:
+        await tier.put_many([("ns", "a", "one")])
+        private_redis.process.send_signal(signal.SIGSTOP)  # accepts nothing, answers nothing
+        try:
+            with pytest.raises(TierUnavailableError):
+                await tier.get_many(["ns\x00a"])
+        finally:
+            private_redis.process.send_signal(signal.SIGCONT)
+        # The timed-out connection is dropped (its reply may still come): the next call is answered.
+        assert await tier.get_many(["ns\x00a"]) == ["one"]
     finally:
         await tier.close()
