@@ -99,11 +99,13 @@ _IN_FLIGHT = 4
 """Round trips the coalescer keeps in flight at once (Python packs the next while Redis works)."""
 
 _ROUND_TRIP_OPS = 64
-"""A round trip takes half of the queued operations, but at least this many: the rest go out
-in a second round trip at once, so Redis runs one while Python parses the other's replies and
-packs the next. One round trip of everything queued kept all callers in step (all answered at
-once, all asking again at once) and left one of the two idle while the other worked; smaller
-round trips cost more CPU per operation on both sides (bench/RESULTS.md)."""
+"""A round trip sent while no other is out takes half of the queued operations, but at least
+this many, and a second round trip the rest at once; a round trip sent while another is out
+takes all that is queued. So two round trips alternate: Redis runs one while Python parses the
+other's replies and packs the next. One round trip of everything queued kept all callers in
+step (all answered at once, all asking again at once) and left one of the two idle while the
+other worked; halving every round trip made them small, and small round trips cost more CPU
+per operation on both sides (bench/RESULTS.md)."""
 
 
 class _HiredisPackedConnection(aioredis.Connection):
@@ -138,14 +140,15 @@ class _Coalescer:
     """Sends the reads and writes of concurrent callers together, merged, in few round trips.
 
     The first command of an idle tier goes out at once (no timer, no added latency); commands
-    issued meanwhile queue (one FIFO) and leave together. A round trip takes the oldest half of
-    the queued operations (at least ``_ROUND_TRIP_OPS``) and a second one the rest at once, up
-    to ``_IN_FLIGHT`` round trips, so Redis runs one while Python handles the other. Within a
-    round trip the reads become one ``MGET`` and the batch writes one put-many script call, so
-    Redis runs one script, not one per caller, and Python packs and parses a handful of
-    commands, not one per caller: the per-command costs on both sides are what bounded the
-    tier's throughput (bench/RESULTS.md). Concurrent callers have no order between them, so
-    merging reorders nothing a caller could observe; each script call stays atomic.
+    issued meanwhile queue (one FIFO) and leave together. The only round trip out takes the
+    oldest half of the queue (at least ``_ROUND_TRIP_OPS`` operations) and a second one the
+    rest at once; later ones take all that is queued (up to ``_IN_FLIGHT`` round trips out), so
+    Redis runs one while Python handles the other. Within a round trip the reads become one
+    ``MGET`` and the batch writes one put-many script call, so Redis runs one script, not one
+    per caller, and Python packs and parses a handful of commands, not one per caller: the
+    per-command costs on both sides are what bounded the tier's throughput (bench/RESULTS.md).
+    Concurrent callers have no order between them, so merging reorders nothing a caller could
+    observe; each script call stays atomic.
 
     Round trips go over connections of the coalescer's own (made by the client's pool, so they
     share its settings), written as one packed buffer and read reply by reply: redis-py's
@@ -210,10 +213,13 @@ class _Coalescer:
         await self._enqueue(len(keys), 2, (keys, pairs))
 
     def _take(self) -> list[tuple[tuple[Any, ...], list[_Sink]]]:
-        """The commands of one round trip (each with its callers): the queue's oldest entries,
-        half of its operations but at least ``_ROUND_TRIP_OPS``, reads merged, writes merged."""
+        """The commands of one round trip (each with its callers): the queue's oldest entries
+        (half of them if no other round trip is out, see ``_ROUND_TRIP_OPS``), reads merged,
+        writes merged."""
         queue = self._queue
-        budget = max(_ROUND_TRIP_OPS, (self._queued_ops + 1) // 2)
+        budget = self._queued_ops
+        if self._draining == 1:  # the only round trip: leave half of the queue to a second one
+            budget = max(_ROUND_TRIP_OPS, (budget + 1) // 2)
         count = ops = 0
         while count < len(queue) and ops < budget:
             ops += queue[count][0]
