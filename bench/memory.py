@@ -1,14 +1,16 @@
 """Memory benchmarks: the hot tier vs redis-benchmark, and the response-cache hit path over HTTP.
 
     scripts/shell python -m bench.memory [--redis-url URL] [--seconds 5] [--rates 1000,2000,3000]
-                                         [--out bench/RESULTS.md]
+                                         [--clients 8,50] [--skip-http] [--out bench/RESULTS.md]
 
 (a) Hot tier: ``RedisHotTier`` (redis-py asyncio) with a 50/50 get/put mix, pipelined in batches
-    of ``--pipeline`` (16) operations (``get_many`` = one MGET, ``put_many`` = one EVALSHA of the
-    batch put script that also keeps the LRU index and byte count; the tier coalesces the
-    batches of concurrent tasks into shared round trips), ``--clients`` (8) concurrent tasks;
-    and ``redis-benchmark -t set,get -P 16 -c 50`` on the same Redis database in the same run.
-    The ratio is ours / the mean of redis-benchmark's SET and GET rates.
+    of ``--pipeline`` (16) operations (``get_many`` = MGET, ``put_many`` = the batch put script
+    that also keeps the LRU index and byte count; the tier merges the batches of concurrent
+    tasks into one MGET and one script call per round trip), once per ``--clients`` count of
+    concurrent tasks (8: 128 operations in flight; 50: 800, what redis-benchmark keeps in
+    flight), each run followed by ``redis-benchmark -t set,get -P 16 -c 50`` on the same Redis
+    database. The ratio is ours / the mean of redis-benchmark's SET and GET rates; CPU time
+    per operation of each client and of redis-server is reported beside it.
 (b) Cache hits: a ``prime-spark-server`` (temp data dir, loopback, free port, bundled model) gets
     one deterministic chat request cached, then an open-model load: requests are sent at fixed
     arrival times (``--rates`` per second, ``--seconds`` each) whether or not earlier ones have
@@ -25,6 +27,7 @@ import json
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,12 +45,42 @@ from inference_server.memory.record import MemoryItem
 RESULTS_HEADER = "## Memory (bench/memory.py)"
 
 
+def _redis_pid(url: str) -> int | None:
+    """The redis-server's process id, when it runs on this machine (its CPU is then sampled)."""
+    import redis  # noqa: PLC0415
+
+    client = redis.Redis.from_url(url)
+    try:
+        pid = int(client.info("server")["process_id"])
+    finally:
+        client.close()
+    return pid if Path(f"/proc/{pid}/stat").exists() else None
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """user + system CPU seconds of a process (``/proc/PID/stat``), 0 when not sampled."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def hot_tier(url: str, seconds: float, pipeline: int, clients: int) -> dict[str, Any]:
+    """``clients`` tasks, each alternating a get_many and a put_many of ``pipeline`` keys.
+
+    The key ring and each batch's arguments are built before the clock starts (slices of them
+    are passed), as redis-benchmark builds its command buffer once: what is timed is the tier.
+    CPU seconds of this process and of redis-server are sampled around the run.
+    """
     prefix = f"ps-bench-{uuid.uuid4().hex[:8]}:"
     tier = RedisHotTier(url, prefix)
     text = MemoryItem(namespace="bench", key="k", value="x" * 100).encode()
     keys = [f"key{i}" for i in range(10_000)]
-    await tier.put_many([("bench", k, text) for k in keys[:1000]])
+    ring = keys + keys[:pipeline]  # a batch is ring[s : s + pipeline], wrapping around
+    ring_ids = [f"bench\x00{k}" for k in ring]
+    ring_items = [("bench", k, text) for k in ring]
+    await tier.put_many(ring_items[:1000])
+    redis_pid = _redis_pid(url)
     ops = 0
     stop = time.monotonic() + seconds
 
@@ -55,27 +88,41 @@ async def hot_tier(url: str, seconds: float, pipeline: int, clients: int) -> dic
         nonlocal ops
         i = n * 997
         while time.monotonic() < stop:
-            batch = [keys[(i + j) % len(keys)] for j in range(pipeline)]
+            s = i % len(keys)
             i += pipeline
             if (i // pipeline) % 2:
-                await tier.get_many([f"bench\x00{k}" for k in batch])
+                await tier.get_many(ring_ids[s : s + pipeline])
             else:
-                await tier.put_many([("bench", k, text) for k in batch])
+                await tier.put_many(ring_items[s : s + pipeline])
             ops += pipeline
 
+    cpu0, redis0 = time.process_time(), _cpu_seconds(redis_pid)
     started = time.monotonic()
     await asyncio.gather(*(client(n) for n in range(clients)))
     elapsed = time.monotonic() - started
+    cpu, redis_cpu = time.process_time() - cpu0, _cpu_seconds(redis_pid) - redis0
     await tier.flush()
     await tier.close()
-    return {"ops_per_second": ops / elapsed, "ops": ops, "seconds": elapsed}
+    return {
+        "ops_per_second": ops / elapsed,
+        "ops": ops,
+        "seconds": elapsed,
+        "clients": clients,
+        "client_us_per_op": cpu / ops * 1e6,
+        "redis_us_per_op": redis_cpu / ops * 1e6 if redis_pid else None,
+    }
 
 
 def redis_benchmark(url: str, pipeline: int, requests: int) -> dict[str, float]:
+    """SET and GET rates of ``redis-benchmark -c 50 -P pipeline``, and CPU per request of
+    redis-benchmark itself (``client_us_per_op``) and of redis-server (``redis_us_per_op``)."""
     match = re.match(r"redis://([^:/]+):(\d+)(?:/(\d+))?", url)
     if not match:
         raise SystemExit(f"cannot parse {url}")
     host, port, db = match.group(1), match.group(2), match.group(3) or "0"
+    redis_pid = _redis_pid(url)
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    redis0 = _cpu_seconds(redis_pid)
     out = subprocess.run(
         [
             "redis-benchmark",
@@ -101,6 +148,9 @@ def redis_benchmark(url: str, pipeline: int, requests: int) -> dict[str, float]:
         text=True,
         check=True,
     ).stdout
+    redis_cpu = _cpu_seconds(redis_pid) - redis0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (children.ru_utime - children0.ru_utime) + (children.ru_stime - children0.ru_stime)
     rates = {}
     for line in out.replace("\r", "\n").splitlines():
         found = re.match(r"(SET|GET): ([\d.]+) requests per second", line.strip())
@@ -108,6 +158,10 @@ def redis_benchmark(url: str, pipeline: int, requests: int) -> dict[str, float]:
             rates[found.group(1)] = float(found.group(2))
     subprocess.run(["redis-cli", "-h", host, "-p", port, "-n", db, "DEL", "key:__rand_int__"],
                    capture_output=True, check=False)  # fmt: skip
+    total = 2 * requests  # -t set,get: each test sends -n requests
+    rates["client_us_per_op"] = client_cpu / total * 1e6
+    if redis_pid:
+        rates["redis_us_per_op"] = redis_cpu / total * 1e6
     return rates
 
 
@@ -208,31 +262,57 @@ async def cache_hits(
     return rows
 
 
-def render(args: argparse.Namespace, hot: dict[str, Any], rb: dict[str, float],
+def _cpu(us: float | None) -> str:
+    return "n/a" if us is None else f"{us:.2f}"
+
+
+def render(args: argparse.Namespace, pairs: list[tuple[dict[str, Any], dict[str, float]]],
            rows: list[dict[str, Any]]) -> str:  # fmt: skip
-    rb_mean = statistics.fmean(rb.values()) if rb else float("nan")
     lines = [
         RESULTS_HEADER,
         "",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {os.cpu_count()} CPUs, {platform.machine()}, "
         f"Python {platform.python_version()} (shared with other work: absolute numbers are noisy)",
+        f"- load average (1 min) at the start: {os.getloadavg()[0]:.2f}",
         f"- command: `scripts/shell python -m bench.memory {' '.join(sys.argv[1:])}`".rstrip(),
         "",
         "### (a) Hot tier (Redis) vs redis-benchmark, same Redis, same run",
         "",
-        "| peer | workload | ops/s |",
-        "| --- | --- | --- |",
-        f"| RedisHotTier (redis-py asyncio) | 50/50 get/put, batches of {args.pipeline}, "
-        f"{args.clients} tasks, 100-byte values + LRU index | {hot['ops_per_second']:,.0f} |",
+        "Each hot-tier run is followed by a redis-benchmark run; the ratio compares the two. CPU "
+        "µs/op is CPU time over operations (client process; redis-server from /proc), which "
+        "contention on a shared machine moves far less than ops/s.",
+        "",
+        "| peer | workload | in flight | ops/s | client CPU µs/op | redis-server CPU µs/op |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for op, rate in rb.items():
-        lines.append(f"| redis-benchmark | {op}, -P {args.pipeline} -c 50 -d 100 | {rate:,.0f} |")
+    ratios = []
+    for hot, rb in pairs:
+        rates = {op: rate for op, rate in rb.items() if op in ("SET", "GET")}
+        rb_mean = statistics.fmean(rates.values()) if rates else float("nan")
+        lines.append(
+            f"| RedisHotTier (redis-py asyncio) | 50/50 get/put, batches of {args.pipeline}, "
+            f"{hot['clients']} tasks, 100-byte values + LRU index | "
+            f"{hot['clients'] * args.pipeline} | {hot['ops_per_second']:,.0f} | "
+            f"{_cpu(hot['client_us_per_op'])} | {_cpu(hot['redis_us_per_op'])} |"
+        )
+        for op, rate in rates.items():
+            lines.append(
+                f"| redis-benchmark | {op}, -P {args.pipeline} -c 50 -d 100 | "
+                f"{50 * args.pipeline} | {rate:,.0f} | {_cpu(rb.get('client_us_per_op'))} | "
+                f"{_cpu(rb.get('redis_us_per_op'))} |"
+            )
+        cpu_ratio = ""
+        if hot["redis_us_per_op"] is not None and "redis_us_per_op" in rb:
+            ours = hot["client_us_per_op"] + hot["redis_us_per_op"]
+            theirs = rb["client_us_per_op"] + rb["redis_us_per_op"]
+            cpu_ratio = f"; CPU per op (client + server), theirs / ours: {theirs / ours:.2f}"
+        ratios.append(
+            f"- {hot['clients']} tasks: ratio ours / redis-benchmark mean(SET, GET): "
+            f"**{hot['ops_per_second'] / rb_mean:.2f}** (goal >= 0.5){cpu_ratio}"
+        )
+    lines += ["", *ratios, ""]
     lines += [
-        "",
-        f"Ratio ours / redis-benchmark mean(SET, GET): **{hot['ops_per_second'] / rb_mean:.2f}** "
-        "(goal >= 0.5)",
-        "",
         "### (b) Response-cache hit path over HTTP (open-model load)",
         "",
         "| offered req/s | achieved req/s | p50 ms | p95 ms | p99 ms | errors | not hits |",
@@ -267,14 +347,21 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:16379/9")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--pipeline", type=int, default=16)
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--clients",
+        default="8,50",
+        help="hot-tier task counts, one run (and one redis-benchmark run) each: 8 x 16 is the "
+        "tier's usual load, 50 x 16 has redis-benchmark's -c 50 -P 16 in flight",
+    )
     parser.add_argument("--rates", default="1000,2000,3000,4000")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--skip-http", action="store_true")
     args = parser.parse_args()
 
-    hot = asyncio.run(hot_tier(args.redis_url, args.seconds, args.pipeline, args.clients))
-    rb = redis_benchmark(args.redis_url, args.pipeline, 400_000)
+    pairs = []
+    for clients in (int(c) for c in args.clients.split(",")):
+        hot = asyncio.run(hot_tier(args.redis_url, args.seconds, args.pipeline, clients))
+        pairs.append((hot, redis_benchmark(args.redis_url, args.pipeline, 400_000)))
     rows: list[dict[str, Any]] = []
     if not args.skip_http:
         from tests.server.server_process import TOKENS  # noqa: PLC0415
@@ -287,7 +374,7 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    section = render(args, hot, rb, rows)
+    section = render(args, pairs, rows)
     print(section)
     if args.out is not None:
         write_section(args.out, section)

@@ -2,9 +2,10 @@
 
 Redis layout under a prefix: ``i:<ns>\\0<key>`` holds the item's canonical text, the sorted set
 ``lru`` scores each item id by its last read (the demotion clock) and the counter ``bytes`` keeps
-usage exact (an item's old size is its ``STRLEN``, so no per-item size index is kept). Writes and
-conditional deletes are Lua scripts, so the three structures never disagree and "delete only if
-unchanged" is atomic. A batch write is one script call with one ``ZADD`` and one ``INCRBY``.
+usage exact (an item's old size is read back by the write itself, so no per-item size index is
+kept). Writes and conditional deletes are Lua scripts, so the three structures never disagree and
+"delete only if unchanged" is atomic. A batch write is one script call with one ``MGET``, one
+``MSET``, one ``ZADD`` and one ``INCRBY``, and concurrent callers' batches are merged into it.
 
 Expiry is never delegated to Redis ``EXPIRE``: an item silently vanishing from the hot tier
 would let an older copy in a colder tier resurface. TTLs are checked on read and by the mover.
@@ -20,9 +21,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.connection import HiredisRespSerializer
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.utils import HIREDIS_AVAILABLE
+
+if HIREDIS_AVAILABLE:
+    import hiredis
 
 from inference_server.memory.record import TierName, TierUnavailableError, item_id, split_id
 from inference_server.memory.tier import Usage
@@ -36,24 +42,39 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 1
 """
 
-# One call per batch: the per-item work is STRLEN + SET; the recency index gets one ZADD with
-# every member and the byte counter one INCRBY with the summed delta.
+# One call per batch, whatever its size: one MGET reads the old sizes (so the byte counter
+# stays exact without a per-item size index), one MSET writes, the recency index gets one ZADD
+# with every member and the byte counter one INCRBY with the summed delta. A key may occur
+# twice in a batch (two callers' batches merged by the coalescer): ``seen`` makes the second
+# occurrence count against the first, as one SET after another would. Lua-to-Redis calls cost
+# more than the Lua around them, so four calls per batch instead of two per item is the point.
 _PUT_MANY = """
-local now = ARGV[1]
 local n = #KEYS - 2
+if n == 0 then return 0 end
+local now = ARGV[1]
+local old = redis.call('MGET', unpack(KEYS, 1, n))
 local delta = 0
+local seen = {}
+local sets = {}
 local zargs = {}
 for i = 1, n do
+  local key = KEYS[i]
   local text = ARGV[2 * i + 1]
-  delta = delta + string.len(text) - redis.call('STRLEN', KEYS[i])
-  redis.call('SET', KEYS[i], text)
+  local size = string.len(text)
+  local before = seen[key]
+  if before == nil then
+    before = old[i] and string.len(old[i]) or 0
+  end
+  seen[key] = size
+  delta = delta + size - before
+  sets[2 * i - 1] = key
+  sets[2 * i] = text
   zargs[2 * i - 1] = now
   zargs[2 * i] = ARGV[2 * i]
 end
-if n > 0 then
-  redis.call('ZADD', KEYS[n + 1], unpack(zargs))
-  redis.call('INCRBY', KEYS[n + 2], delta)
-end
+redis.call('MSET', unpack(sets))
+redis.call('ZADD', KEYS[n + 1], unpack(zargs))
+redis.call('INCRBY', KEYS[n + 2], delta)
 return n
 """
 
@@ -69,10 +90,22 @@ return 1
 
 
 _BATCH = 1000
+"""Items per put-many script call: Lua's unpack() takes a few thousand values."""
 
+_MGET_KEYS = 4096
+"""Keys per merged MGET (a bound on one reply's size, not a Redis limit)."""
 
 _IN_FLIGHT = 4
 """Round trips the coalescer keeps in flight at once (Python packs the next while Redis works)."""
+
+_ROUND_TRIP_OPS = 64
+"""A round trip sent while no other is out takes half of the queued operations, but at least
+this many, and a second round trip the rest at once; a round trip sent while another is out
+takes all that is queued. So two round trips alternate: Redis runs one while Python parses the
+other's replies and packs the next. One round trip of everything queued kept all callers in
+step (all answered at once, all asking again at once) and left one of the two idle while the
+other worked; halving every round trip made them small, and small round trips cost more CPU
+per operation on both sides (bench/RESULTS.md)."""
 
 
 class _HiredisPackedConnection(aioredis.Connection):
@@ -90,84 +123,246 @@ class _HiredisPackedConnection(aioredis.Connection):
         return packed
 
 
+def _pack(conn: Any, command: tuple[Any, ...]) -> bytes:
+    """RESP for one command; the coalescer's own commands are all bytes, str, int or float."""
+    if HIREDIS_AVAILABLE:
+        packed: bytes = hiredis.pack_command(command)
+        return packed
+    return b"".join(conn.pack_command(*command))
+
+
+_Sink = tuple["asyncio.Future[Any]", int, int]
+"""A caller waiting on (part of) one command's reply: (future, start, stop); start < 0 means
+the whole reply, else the reply list's slice [start:stop] (its keys of a merged MGET)."""
+
+
 class _Coalescer:
-    """Sends the reads and writes of concurrent callers in one pipelined round trip.
+    """Sends the reads and writes of concurrent callers together, merged, in few round trips.
 
     The first command of an idle tier goes out at once (no timer, no added latency); commands
-    issued while ``_IN_FLIGHT`` round trips are out queue and leave together in the next one. Per
-    round trip redis-py costs far more Python time than per command, so this is where the
-    client's throughput comes from. Scripts go as ``EVALSHA``; a ``NOSCRIPT`` (Redis restarted
-    or flushed its script cache) loads them and resends only those commands (they never ran).
+    issued meanwhile queue (one FIFO) and leave together. The only round trip out takes the
+    oldest half of the queue (at least ``_ROUND_TRIP_OPS`` operations) and a second one the
+    rest at once; later ones take all that is queued (up to ``_IN_FLIGHT`` round trips out), so
+    Redis runs one while Python handles the other. Within a round trip the reads become one
+    ``MGET`` and the batch writes one put-many script call, so Redis runs one script, not one
+    per caller, and Python packs and parses a handful of commands, not one per caller: the
+    per-command costs on both sides are what bounded the tier's throughput (bench/RESULTS.md).
+    Concurrent callers have no order between them, so merging reorders nothing a caller could
+    observe; each script call stays atomic.
+
+    Round trips go over connections of the coalescer's own (made by the client's pool, so they
+    share its settings), written as one packed buffer and read reply by reply: redis-py's
+    pipeline object and pool checkout cost more Python time per round trip than the commands.
+    A connection error retries the round trip once on a new connection (what redis-py's own
+    retry does: an idle connection may be stale after a Redis restart), then fails the callers.
+    Scripts go as ``EVALSHA``; a ``NOSCRIPT`` (Redis restarted or flushed its script cache)
+    loads them and resends only those commands (they never ran).
     """
 
-    def __init__(self, client: aioredis.Redis, scripts: tuple[str, ...]) -> None:
+    def __init__(
+        self, client: aioredis.Redis, keys: tuple[str, str], put_many: str, scripts: tuple[str, ...]
+    ) -> None:
         self._client = client
-        self._scripts = {hashlib.sha1(s.encode()).hexdigest(): s for s in scripts}  # noqa: S324
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._lru_and_bytes = (keys[0].encode(), keys[1].encode())
+        self._scripts = {self.sha(s): s for s in (put_many, *scripts)}
+        self._put_many_sha = self.sha(put_many).encode()
+        # One FIFO of (operations, kind, payload, future), kind 0 a command, 1 a read (payload:
+        # keys), 2 a write (payload: keys, id/text pairs); a round trip takes a prefix of it.
+        self._queue: list[tuple[int, int, Any, asyncio.Future[Any]]] = []
+        self._queued_ops = 0
+        self._idle: list[AbstractConnection] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = 0
+        self._starting = False
 
     @staticmethod
     def sha(script: str) -> str:
         return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis's script id
 
-    async def call(self, *command: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((command, future))
-        if self._draining < _IN_FLIGHT:
+    def _enqueue(self, ops: int, kind: int, payload: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((ops, kind, payload, future))
+        self._queued_ops += ops
+        self._wake()
+        return future
+
+    def _wake(self) -> None:
+        # A drainer that has not started yet will take this command too: one new task per
+        # round trip, not one per caller woken by the previous round trip's replies.
+        if not self._starting and self._draining < _IN_FLIGHT:
             # Counted here and uncounted in _drain with no await between its last look at
             # the queue and the decrement, so a queued command always has a drainer.
             self._draining += 1
-            task = loop.create_task(self._drain())
+            self._starting = True
+            task = asyncio.get_running_loop().create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await future
+
+    async def call(self, *command: Any) -> Any:
+        """One command, sent as it is (its reply, or its error raised)."""
+        return await self._enqueue(1, 0, command)
+
+    async def mget(self, keys: list[bytes]) -> list[Any]:
+        """The values of ``keys`` (None where absent), read in the round trip's merged MGET."""
+        result: list[Any] = await self._enqueue(len(keys), 1, keys)
+        return result
+
+    async def put_many(self, keys: list[bytes], pairs: list[bytes]) -> None:
+        """Write items (at most ``_BATCH``) in a put-many call: their Redis keys, and their
+        ids and texts as one flat list (id, text, id, text, ...), the script's argument order."""
+        await self._enqueue(len(keys), 2, (keys, pairs))
+
+    def _take(self) -> list[tuple[tuple[Any, ...], list[_Sink]]]:
+        """The commands of one round trip (each with its callers): the queue's oldest entries
+        (half of them if no other round trip is out, see ``_ROUND_TRIP_OPS``), reads merged,
+        writes merged."""
+        queue = self._queue
+        budget = self._queued_ops
+        if self._draining == 1:  # the only round trip: leave half of the queue to a second one
+            budget = max(_ROUND_TRIP_OPS, (budget + 1) // 2)
+        count = ops = 0
+        while count < len(queue) and ops < budget:
+            ops += queue[count][0]
+            count += 1
+        batch, self._queue = queue[:count], queue[count:]
+        self._queued_ops -= ops
+        wire: list[tuple[tuple[Any, ...], list[_Sink]]] = []
+        keys: list[bytes] = []
+        sinks: list[_Sink] = []
+        for _, kind, payload, future in batch:
+            if kind == 0:
+                wire.append((payload, [(future, -1, 0)]))
+            elif kind == 1:
+                if keys and len(keys) + len(payload) > _MGET_KEYS:
+                    wire.append((("MGET", *keys), sinks))
+                    keys, sinks = [], []
+                sinks.append((future, len(keys), len(keys) + len(payload)))
+                keys += payload
+        if keys:
+            wire.append((("MGET", *keys), sinks))
+        keys = []
+        pairs: list[bytes] = []
+        sinks = []
+        for _, kind, payload, future in batch:
+            if kind == 2:
+                more_keys, more_pairs = payload
+                if keys and len(keys) + len(more_keys) > _BATCH:
+                    wire.append((self._put_many_command(keys, pairs), sinks))
+                    keys, pairs, sinks = [], [], []
+                sinks.append((future, -1, 0))
+                keys += more_keys
+                pairs += more_pairs
+        if keys:
+            wire.append((self._put_many_command(keys, pairs), sinks))
+        return wire
+
+    def _put_many_command(self, keys: list[bytes], pairs: list[bytes]) -> tuple[Any, ...]:
+        # Keys first (every item's, then the index and the counter), then now, id, text, ...
+        lru, size = self._lru_and_bytes
+        return ("EVALSHA", self._put_many_sha, len(keys) + 2, *keys, lru, size, time.time(), *pairs)
 
     async def _drain(self) -> None:
+        self._starting = False
+        conn = self._idle.pop() if self._idle else self._connection()
         try:
             while self._queue:
-                batch, self._queue = self._queue, []
-                await self._send(batch, retry=True)
+                wire = self._take()
+                if self._queue:  # more than one round trip's worth: the next goes out meanwhile
+                    self._wake()
+                await self._round_trip(conn, wire, retry=True)
         finally:
             self._draining -= 1
+            self._idle.append(conn)
 
-    async def _send(
-        self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]], *, retry: bool
+    def _connection(self) -> AbstractConnection:
+        """A connection of the coalescer's own, with the client's settings (connected on use)."""
+        pool = self._client.connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
+
+    async def _round_trip(
+        self,
+        conn: Any,
+        wire: list[tuple[tuple[Any, ...], list[_Sink]]],
+        *,
+        retry: bool,
     ) -> None:
+        results: list[Any] = []
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for command, _ in batch:
-                    pipe.execute_command(*command)
-                results = await pipe.execute(raise_on_error=False)
+            try:
+                await self._exchange(conn, wire, results)
+            except RedisConnectionError:
+                if not retry or results:  # nothing ran yet: the connection was stale
+                    raise
+                await conn.disconnect()
+                await self._exchange(conn, wire, results)
         except (RedisError, OSError) as err:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(err)
+            await conn.disconnect()  # replies may be half read: never reuse it as it is
+            failure = err if isinstance(err, RedisError) else RedisConnectionError(str(err))
+            for _, sinks in wire:
+                _deliver(sinks, failure)
             return
+        except BaseException:
+            await conn.disconnect()
+            for _, sinks in wire:
+                _deliver(sinks, RedisConnectionError("the hot tier was closed"))
+            raise
         missing = [
-            item
-            for item, result in zip(batch, results, strict=True)
+            (command, sinks)
+            for (command, sinks), result in zip(wire, results, strict=True)
             if retry and isinstance(result, NoScriptError)
         ]
+        for (_, sinks), result in zip(wire, results, strict=True):
+            if not (retry and isinstance(result, NoScriptError)):
+                _deliver(sinks, result)
         if missing:
             try:
                 for source in self._scripts.values():
                     await self._client.script_load(source)
             except (RedisError, OSError) as err:
-                for _, future in missing:
-                    if not future.done():
-                        future.set_exception(err)
-                missing = []
+                failure = err if isinstance(err, RedisError) else RedisConnectionError(str(err))
+                for _, sinks in missing:
+                    _deliver(sinks, failure)
             else:
-                await self._send(missing, retry=False)
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done() or any(future is f for _, f in missing):
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+                await self._round_trip(conn, missing, retry=False)
+
+    @staticmethod
+    async def _exchange(
+        conn: Any, wire: list[tuple[tuple[Any, ...], list[_Sink]]], results: list[Any]
+    ) -> None:
+        """Write the round trip's commands as one buffer, then read one reply per command."""
+        await conn.send_packed_command(
+            b"".join([_pack(conn, command) for command, _ in wire]), check_health=False
+        )
+        for _ in wire:
+            try:
+                results.append(await conn.read_response())
+            except ResponseError as err:  # the reply was read whole: the stream is in step
+                results.append(err)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._starting = False
+        closed = RedisConnectionError("the hot tier was closed")
+        while self._queue:
+            for _, sinks in self._take():
+                _deliver(sinks, closed)
+        for conn in self._idle:
+            await conn.disconnect()
+        self._idle.clear()
+
+
+def _deliver(sinks: list[_Sink], result: Any) -> None:
+    for future, start, stop in sinks:
+        if future.done():  # its caller was cancelled
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        elif start < 0:
+            future.set_result(result)
+        else:
+            future.set_result(result[start:stop])
 
 
 def _text(raw: Any) -> str:
@@ -196,9 +391,9 @@ class RedisHotTier:
         self._lru = prefix + "lru"
         self._bytes = prefix + "bytes"
         self._delete = self._client.register_script(_DELETE)
-        self._batch = _Coalescer(self._client, (_PUT, _PUT_MANY))
+        self._batch = _Coalescer(self._client, (self._lru, self._bytes), _PUT_MANY, (_PUT,))
         self._put_sha = _Coalescer.sha(_PUT)
-        self._put_many_sha = _Coalescer.sha(_PUT_MANY)
+        self._key_head = (prefix + "i:").encode()
 
     def _key(self, ident: str) -> str:
         return self._prefix + "i:" + ident
@@ -208,20 +403,21 @@ class RedisHotTier:
 
     async def get_raw(self, namespace: str, key: str) -> str | None:
         try:
-            raw = await self._batch.call("GET", self._key(item_id(namespace, key)))
+            (raw,) = await self._batch.mget([self._key(item_id(namespace, key)).encode()])
         except RedisError as err:
             raise self._fail(err) from err
         return None if raw is None else _text(raw)
 
     async def get_many(self, idents: list[str]) -> list[str | None]:
-        """Pipelined reads (one round trip): what the benchmark's batch mix uses."""
+        """Reads merged with concurrent callers' into one MGET: the benchmark's batch mix."""
         if not idents:
             return []
+        head = self._key_head
         try:
-            raws = await self._batch.call("MGET", *[self._key(i) for i in idents])
+            raws = await self._batch.mget([head + i.encode() for i in idents])
         except RedisError as err:
             raise self._fail(err) from err
-        return [None if r is None else _text(r) for r in raws]
+        return [None if r is None else r.decode() for r in raws]
 
     async def put_raw(
         self, namespace: str, key: str, text: str, *, only_if_absent: bool = False
@@ -235,17 +431,20 @@ class RedisHotTier:
             raise self._fail(err) from err
 
     async def put_many(self, items: list[tuple[str, str, str]]) -> None:
-        """Batched writes (namespace, key, text): one script call, one round trip."""
-        now = time.time()
-        for start in range(0, len(items), _BATCH):  # Lua's unpack() takes a few thousand values
+        """Batched writes (namespace, key, text): one script call (with concurrent callers').
+
+        Encoded here, in the caller, so a text that cannot be encoded fails its own caller and
+        not the others its batch is merged with.
+        """
+        head = self._key_head
+        for start in range(0, len(items), _BATCH):
             chunk = items[start : start + _BATCH]
-            idents = [item_id(namespace, key) for namespace, key, _ in chunk]
-            keys = [self._key(i) for i in idents] + [self._lru, self._bytes]
-            args: list[str | float] = [now]
-            for ident, (_, _, text) in zip(idents, chunk, strict=True):
-                args += [ident, text]
+            idents = [f"{namespace}\x00{key}".encode() for namespace, key, _ in chunk]  # item_id
+            pairs: list[bytes] = [b""] * (2 * len(chunk))
+            pairs[0::2] = idents
+            pairs[1::2] = [text.encode() for _, _, text in chunk]
             try:
-                await self._batch.call("EVALSHA", self._put_many_sha, len(keys), *keys, *args)
+                await self._batch.put_many([head + i for i in idents], pairs)
             except RedisError as err:
                 raise self._fail(err) from err
 
@@ -317,6 +516,7 @@ class RedisHotTier:
                 break
 
     async def close(self) -> None:
+        await self._batch.close()
         await self._client.aclose()
 
 
