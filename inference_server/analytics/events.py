@@ -195,5 +195,9 @@ def envelope(
     }
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""Made once: ``json.dumps`` with non-default options builds a new encoder on every call."""
+
+
 def encode(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(event).encode()

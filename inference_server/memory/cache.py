@@ -55,12 +55,16 @@ class _Entry:
 
 
 _PER_HIT = frozenset({"id", "created"})
+# Made once: ``json.dumps`` with non-default options builds a new encoder on every call, and
+# both run on every lookup or store.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def encode_entry(response: dict[str, Any]) -> bytes:
     """The stored part of a cached reply as JSON bytes (every hit gets its own id and time)."""
     rest = {key: value for key, value in response.items() if key not in _PER_HIT}
-    return json.dumps(rest, separators=(",", ":"), ensure_ascii=False).encode()
+    return _COMPACT.encode(rest).encode()
 
 
 def hit_body(encoded: bytes, object_id: str, created: int) -> bytes:
@@ -110,7 +114,7 @@ def scope_of(body: dict[str, Any], headers: Any) -> tuple[str, bool]:
 
 
 def _digest(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = _CANONICAL.encode(data)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
