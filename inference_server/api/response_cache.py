@@ -70,7 +70,7 @@ async def cached_chat_response(
     object_id = object_id or f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time()) if created is None else created
     if not stream:
-        if lookup.encoded is None:
+        if not lookup.encoded:
             return web.json_response({**cached, "id": object_id, "created": created}), lookup
         body_bytes = hit_body(lookup.encoded, object_id, created)
         response = web.Response(body=body_bytes, content_type="application/json", charset="utf-8")
