@@ -79,6 +79,10 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # Label children by their label values: ``labels()`` checks and locks on every call,
+        # which is a measurable part of a cache hit; the children themselves never change.
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._latency_children: dict[str, Histogram] = {}
         self.tokens = Counter(
             "prime_spark_tokens",
             "Tokens processed, by model and direction (prompt = in, completion = out)",
@@ -133,6 +137,18 @@ class Metrics:
             self.tokens_per_second.labels(model).observe(rate)
             self.last_tokens_per_second.labels(model).set(rate)
 
+    def observe_request(self, route: str, method: str, status: int, elapsed: float) -> None:
+        """One HTTP response: the request counter and the latency histogram of its route."""
+        key = (route, method, status)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(route, method, str(status))
+        counter.inc()
+        histogram = self._latency_children.get(route)
+        if histogram is None:
+            histogram = self._latency_children[route] = self.latency.labels(route)
+        histogram.observe(elapsed)
+
     def observe_embedding(self, model: str, prompt_tokens: int) -> None:
         self.tokens.labels(model, "prompt").inc(prompt_tokens)
 
@@ -160,7 +176,6 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         route = resource.canonical if resource is not None else "unmatched"
         elapsed = time.perf_counter() - start
         metrics = request.app[METRICS_KEY]
-        metrics.requests.labels(route, request.method, str(status)).inc()
-        metrics.latency.labels(route).observe(elapsed)
+        metrics.observe_request(route, request.method, status, elapsed)
         if route.startswith("/v1/") and request.method == "POST":
             request.app[STATS_KEY].record_request(elapsed, error=status >= 400)

@@ -3,8 +3,12 @@
 Every event leaves the process as the same envelope (``event_id``, ``type``, ``version``,
 ``occurred_at``, ``node_id``, ``data``) so the sink can store, de-duplicate and route any of
 them without knowing the topic; ``data`` is the topic's typed payload. The ``event_id`` (a
-UUID4 made where the event happens) is what makes every later step idempotent: the spool may
-resend and Kafka may hold a duplicate, the database keeps one row per id.
+UUID made where the event happens) is what makes every later step idempotent: the spool may
+resend and Kafka may hold a duplicate, the database keeps one row per id. It is a UUIDv7
+(time-ordered, Python 3.14's ``uuid.uuid7``; UUID4 on 3.13) so that the stores' unique indexes
+on it grow at their end like the time indexes do: random ids put every insert on a random page
+of an index that holds a week of events, which made the SQLite store cost more CPU per event
+than the request it describes (0.1 ms at a few thousand cache hits a second).
 
 A topic's wire name is ``<prefix>.<type>.v<version>`` (``prime_spark.inference.v1``); a change
 that breaks readers gets a new version and so a new topic and schema file, never an in-place edit.
@@ -16,10 +20,13 @@ import dataclasses
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 DEFAULT_TOPIC_PREFIX = "prime_spark"
+
+_new_event_id: Callable[[], uuid.UUID] = getattr(uuid, "uuid7", uuid.uuid4)
 
 Side = Literal["edge", "cloud"]
 CacheResult = Literal["none", "miss", "exact", "semantic"]
@@ -179,7 +186,7 @@ def envelope(
 ) -> dict[str, Any]:
     """The wire form of one event (validated against its topic's schema before it is sent)."""
     return {
-        "event_id": event_id or str(uuid.uuid4()),
+        "event_id": event_id or str(_new_event_id()),
         "type": payload.TYPE,
         "version": payload.VERSION,
         "occurred_at": time.time() if occurred_at is None else occurred_at,
@@ -188,5 +195,9 @@ def envelope(
     }
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""Made once: ``json.dumps`` with non-default options builds a new encoder on every call."""
+
+
 def encode(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(event).encode()

@@ -322,6 +322,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         stream=call.stream,
         include_usage=call.include_usage,
         private=is_private(request, body, node),
+        object_id=call.object_id,
+        created=call.created,
     )
     if cached is not None:
         return cached

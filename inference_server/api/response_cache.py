@@ -23,6 +23,7 @@ from inference_server.memory.cache import (
     RESPONSE_CACHE_KEY,
     CacheStatus,
     Lookup,
+    hit_body,
 )
 from inference_server.routing.dispatch import ROUTE_KEY, RouteInfo
 
@@ -42,11 +43,16 @@ async def cached_chat_response(
     stream: bool,
     include_usage: bool,
     private: bool | None = None,
+    object_id: str | None = None,
+    created: int | None = None,
 ) -> tuple[web.StreamResponse | None, Lookup | None]:
     """A response for a cache hit (JSON or SSE like the request asked), else the lookup to store.
 
     ``private`` is the router's verdict (flags, token and node defaults), so the cache's privacy
-    scope is exactly the one that decides whether a request may leave the node.
+    scope is exactly the one that decides whether a request may leave the node. ``object_id``
+    and ``created`` are the ones the handler already made for this request (made here if not).
+    A JSON hit is the entry's JSON encoded when it was stored, with this request's id and time
+    in front: the reply is not serialized again on every hit.
     """
     cache = request.app.get(RESPONSE_CACHE_KEY)
     if cache is None:
@@ -61,10 +67,14 @@ async def cached_chat_response(
         return None, lookup
     request[ROUTE_KEY] = RouteInfo(reason=f"cache: {lookup.status}")
     cached = lookup.response
-    object_id = f"chatcmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
+    object_id = object_id or f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time()) if created is None else created
     if not stream:
-        return web.json_response({**cached, "id": object_id, "created": created}), lookup
+        if not lookup.encoded:
+            return web.json_response({**cached, "id": object_id, "created": created}), lookup
+        body_bytes = hit_body(lookup.encoded, object_id, created)
+        response = web.Response(body=body_bytes, content_type="application/json", charset="utf-8")
+        return response, lookup
     return await _replay_stream(request, cached, object_id, created, include_usage), lookup
 
 

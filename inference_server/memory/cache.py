@@ -49,6 +49,28 @@ class _Entry:
     group: str | None
     vector: tuple[float, ...] | None = None
     signature: Signature | None = None
+    encoded: bytes = b""
+    """The response without ``id`` and ``created`` as compact JSON, encoded once when stored:
+    a hit only splices its own id and time in front (see :func:`hit_body`)."""
+
+
+_PER_HIT = frozenset({"id", "created"})
+# Made once: ``json.dumps`` with non-default options builds a new encoder on every call, and
+# both run on every lookup or store.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_entry(response: dict[str, Any]) -> bytes:
+    """The stored part of a cached reply as JSON bytes (every hit gets its own id and time)."""
+    rest = {key: value for key, value in response.items() if key not in _PER_HIT}
+    return _COMPACT.encode(rest).encode()
+
+
+def hit_body(encoded: bytes, object_id: str, created: int) -> bytes:
+    """``{"id": ..., "created": ..., <the stored fields>}`` without serializing them again."""
+    head = b'{"id":' + json.dumps(object_id).encode() + b',"created":' + str(created).encode()
+    return head + (b"}" if encoded == b"{}" else b"," + encoded[1:])
 
 
 @dataclass(slots=True)
@@ -67,6 +89,8 @@ class Lookup:
 
     status: CacheStatus
     response: dict[str, Any] | None = None
+    encoded: bytes | None = None
+    """The stored reply as JSON (see :func:`encode_entry`) when ``response`` is set."""
     key: str | None = None
     group: str | None = None
     vector: tuple[float, ...] | None = None
@@ -90,7 +114,7 @@ def scope_of(body: dict[str, Any], headers: Any) -> tuple[str, bool]:
 
 
 def _digest(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = _CANONICAL.encode(data)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -167,7 +191,7 @@ class ResponseCache:
         entry = self._get(key, now)
         if entry is not None:
             self.counters.hit += 1
-            return Lookup(status="hit", response=entry.response, key=key)
+            return Lookup(status="hit", response=entry.response, encoded=entry.encoded, key=key)
         result = Lookup(status="miss", key=key)
         text = _last_user_text(body.get("messages") or [])
         if self._embedder is not None and text is not None:
@@ -180,6 +204,7 @@ class ResponseCache:
                 self.counters.semantic_hit += 1
                 result.status = "semantic-hit"
                 result.response = best.response
+                result.encoded = best.encoded
                 return result
         self.counters.miss += 1
         return result
@@ -222,6 +247,7 @@ class ResponseCache:
             group=lookup.group,
             vector=lookup.vector,
             signature=lookup.signature,
+            encoded=encode_entry(response),
         )
         self._entries.move_to_end(lookup.key)
         if lookup.group is not None:

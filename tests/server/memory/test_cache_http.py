@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from inference_server.memory.cache import encode_entry, hit_body
 from tests.server.server_process import TOKENS, ServerProcess
 
 
@@ -50,6 +51,12 @@ def test_exact_semantic_and_near_miss(node: ServerProcess) -> None:
     again_status, again = _chat(node, "turn on the kitchen light", h)
     assert again_status == "hit"
     assert again["choices"] == first["choices"] and again["id"] != first["id"]
+    # The hit is the stored reply (encoded once at store time) with its own id and time.
+    per_request = {"id", "created", "timings"}
+    assert {k: v for k, v in again.items() if k not in per_request} == {
+        k: v for k, v in first.items() if k not in per_request
+    }
+    assert again["id"].startswith("chatcmpl-") and isinstance(again["created"], int)
     para_status, para = _chat(node, "please switch on the kitchen lights", h)
     assert para_status == "semantic-hit"
     assert para["choices"] == first["choices"]
@@ -129,3 +136,14 @@ def test_cache_stats_metrics_and_flush(node: ServerProcess) -> None:
         _chat(node, "turn on the kitchen light", {"X-Prime-Spark-Namespace": "user:test-exact"})[0]
         == "miss"
     )
+
+
+def test_hit_body_splices_id_and_time_into_the_stored_json() -> None:
+    stored = {"id": "old", "created": 1, "object": "chat.completion",
+              "choices": [{"message": {"content": "Lumière \u2713 \"quoted\""}}]}  # fmt: skip
+    body = json.loads(hit_body(encode_entry(stored), "chatcmpl-new", 42))
+    assert body == {**stored, "id": "chatcmpl-new", "created": 42}
+    assert json.loads(hit_body(encode_entry({"id": "x"}), "chatcmpl-a", 7)) == {
+        "id": "chatcmpl-a",
+        "created": 7,
+    }
