@@ -43,7 +43,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference_server.analytics import Analytics, InferenceEvent
-from inference_server.analytics.events import EVENT_TYPES, encode, envelope, topic_name
+from inference_server.analytics.events import encode, envelope, sink_topics
 from inference_server.analytics.kafka import KafkaSink
 from inference_server.analytics.store.postgres import PostgresStore
 from inference_server.config import AnalyticsSettings
@@ -159,7 +159,7 @@ async def sink_only(bootstrap: str, prefix: str, n: int, dsn: str) -> dict[str, 
     await store.open()
     sink = KafkaSink(
         bootstrap,
-        topics=[topic_name(prefix, t, v) for t, v in EVENT_TYPES.items()],
+        topics=sink_topics(prefix),
         group_id=f"bench-{uuid.uuid4().hex[:8]}",
         store=store,
     )

@@ -51,6 +51,8 @@ class InferenceEvent(Payload):
     """One finished (or failed) request on the OpenAI surface."""
 
     TYPE: ClassVar[str] = "inference"
+    VERSION: ClassVar[int] = 2
+    """v2 added ``served_for``; v1 events (old spools, older nodes) are still accepted."""
     model: str
     side: Side = "edge"
     route: str
@@ -64,6 +66,10 @@ class InferenceEvent(Payload):
     stream: bool = False
     peer: str | None = None
     """The cloud peer that answered when ``side`` is ``cloud`` (an optional, additive field)."""
+    served_for: str | None = None
+    """The node that forwarded this request here (v2): that node records the client's request
+    (side ``cloud``), this event records the work done for it. Summaries count a request once,
+    by leaving these out of request counts; decode speed still uses their tokens and time."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -164,10 +170,21 @@ PAYLOAD_TYPES: tuple[type[Payload], ...] = (
     LinkEvent,
 )
 EVENT_TYPES: dict[str, int] = {p.TYPE: p.VERSION for p in PAYLOAD_TYPES}
+"""The version each type is emitted at."""
+ACCEPTED_VERSIONS: dict[str, tuple[int, ...]] = {
+    p.TYPE: tuple(range(1, p.VERSION + 1)) for p in PAYLOAD_TYPES
+}
+"""Every version still read (validated, stored, consumed): a schema file exists for each, and
+events of an older version keep arriving from spools and nodes not yet upgraded."""
 
 
 def topic_name(prefix: str, type_: str, version: int = 1) -> str:
     return f"{prefix}.{type_}.v{version}"
+
+
+def sink_topics(prefix: str) -> list[str]:
+    """Every topic the sink reads: the current and the older versions of each type."""
+    return [topic_name(prefix, t, v) for t, versions in ACCEPTED_VERSIONS.items() for v in versions]
 
 
 def envelope(

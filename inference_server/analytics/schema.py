@@ -23,7 +23,7 @@ import fastjsonschema
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from inference_server.analytics.events import EVENT_TYPES
+from inference_server.analytics.events import ACCEPTED_VERSIONS
 
 
 class EventSchemaError(ValueError):
@@ -53,12 +53,13 @@ def validate_event(event: Any) -> None:
     if not isinstance(event, dict):
         raise EventSchemaError(f"an event must be a JSON object, not {type(event).__name__}")
     type_, version = event.get("type"), event.get("version")
-    if not isinstance(type_, str) or EVENT_TYPES.get(type_) is None:
-        known = ", ".join(sorted(EVENT_TYPES))
+    if not isinstance(type_, str) or type_ not in ACCEPTED_VERSIONS:
+        known = ", ".join(sorted(ACCEPTED_VERSIONS))
         raise EventSchemaError(f"unknown event type {type_!r} (known: {known})")
-    if version != EVENT_TYPES[type_]:
+    if type(version) is not int or version not in ACCEPTED_VERSIONS[type_]:
+        expected = " or ".join(str(v) for v in ACCEPTED_VERSIONS[type_])
         raise EventSchemaError(
-            f"{type_}: version {version!r} is not supported (expected {EVENT_TYPES[type_]})"
+            f"{type_}: version {version!r} is not supported (expected {expected})"
         )
     try:
         _fast(type_, version)(event)

@@ -30,7 +30,7 @@ from inference_server.analytics.events import (
     Payload,
     encode,
     envelope,
-    topic_name,
+    sink_topics,
 )
 from inference_server.analytics.jobs import Scheduler
 from inference_server.analytics.kafka import (
@@ -95,7 +95,7 @@ class Analytics:
         if settings.kafka_bootstrap and settings.sink:
             self.sink = KafkaSink(
                 settings.kafka_bootstrap,
-                topics=[topic_name(settings.topic_prefix, t, v) for t, v in EVENT_TYPES.items()],
+                topics=sink_topics(settings.topic_prefix),
                 group_id=settings.consumer_group,
                 store=self.store,
             )

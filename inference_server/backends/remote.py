@@ -27,7 +27,10 @@ import aiohttp
 from inference_server.config import PeerSettings
 
 FORWARDED_HEADER: Final = "X-Prime-Spark-Forwarded"
-"""Set on requests a node forwards; the receiving node serves them itself (no routing loops)."""
+"""Set on requests a node forwards, to the forwarding node's id: the receiving node serves them
+itself (no routing loops) and records them as served for that node (no double counting)."""
+FORWARDED_MAX_LENGTH: Final = 64
+"""A node id's longest (the analytics schemas' ``node_id``)."""
 
 _ERROR_BODY_LIMIT = 64 * 1024
 

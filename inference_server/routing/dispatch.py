@@ -23,7 +23,7 @@ from typing import Any, Final, Protocol
 from aiohttp import web
 
 from inference_server.analytics.events import RoutingEvent
-from inference_server.analytics.requests import current_record, note_generation
+from inference_server.analytics.requests import current_record, forwarded_by, note_generation
 from inference_server.api.errors import ApiError
 from inference_server.backends.base import (
     BackendError,
@@ -35,6 +35,7 @@ from inference_server.backends.base import (
 )
 from inference_server.backends.remote import (
     FORWARDED_HEADER,
+    FORWARDED_MAX_LENGTH,
     RemoteStream,
     UpstreamBusy,
     UpstreamError,
@@ -144,13 +145,21 @@ async def dispatch(
     router = node.router
     if router is None:  # pragma: no cover - create_app always attaches one
         return await local(body)
+    forwarded = request.headers.get(FORWARDED_HEADER)
+    if forwarded is not None and forwarded_by(request) is None:
+        raise ApiError(
+            400,
+            f"{FORWARDED_HEADER}: expected the forwarding node's id "
+            f"(1 to {FORWARDED_MAX_LENGTH} characters)",
+            code="invalid_header",
+        )
     private = is_private(request, body, node)
     body = {k: v for k, v in body.items() if k != "private"}
     route = RouteRequest(
         kind=kind,
         model=body.get("model") or None,
         private=private,
-        forwarded=FORWARDED_HEADER in request.headers,
+        forwarded=forwarded is not None,
         stream=kind != "embeddings" and bool(body.get("stream")),
     )
     try:

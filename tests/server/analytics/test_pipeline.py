@@ -19,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from inference_server.analytics import Analytics, EventSchemaError, InferenceEvent
-from inference_server.analytics.events import EVENT_TYPES, topic_name
+from inference_server.analytics.events import sink_topics, topic_name
 from inference_server.analytics.kafka import KafkaSink
 from inference_server.analytics.store.postgres import PostgresStore
 from inference_server.config import AnalyticsSettings
@@ -160,7 +160,7 @@ async def test_sink_killed_resumes_from_committed_offsets_without_duplicates(
 
     store = PostgresStore(pg_dsn)
     await store.open()
-    topics = [topic_name(topic_prefix, t, v) for t, v in EVENT_TYPES.items()]
+    topics = sink_topics(topic_prefix)
     group = f"g-{uuid.uuid4().hex[:8]}"
     try:
         crashing = CrashAfterInsert(store, crash_on=2)
@@ -259,7 +259,7 @@ async def test_schema_violations_are_rejected_with_a_clear_error(
     await analytics.start()
     try:
         bad = InferenceEvent(model="m", route="/v1/x", status=200, latency_ms=-5)
-        with pytest.raises(EventSchemaError, match=r"inference\.v1: data/latency_ms: -5 is less"):
+        with pytest.raises(EventSchemaError, match=r"inference\.v2: data/latency_ms: -5 is less"):
             analytics.emit(bad)
         assert analytics.rejected["emit"] == 1
         # Someone else writes garbage and a schema-breaking event to our topic: the sink
