@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
+import os
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
+
+import orjson
 
 DEFAULT_TOPIC_PREFIX = "prime_spark"
 
@@ -33,17 +37,37 @@ class Payload:
     VERSION: ClassVar[int] = 1
 
     def data(self) -> dict[str, Any]:
-        """A shallow dict of the fields (``dataclasses.asdict`` deep-copies: 4x slower)."""
-        names = _FIELD_NAMES.get(type(self))
-        if names is None:
-            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in dataclasses.fields(self))
-        return {
-            name: list(value) if isinstance(value := getattr(self, name), list) else value
-            for name in names
-        }
+        """A dict of the fields, lists copied (``dataclasses.asdict`` deep-copies: 4x slower).
+
+        Built by one ``attrgetter`` per class: a generic per-field loop cost ~10 µs per event,
+        a sixth of what one process may spend on an event at 100k events/s.
+        """
+        plan = _PLANS.get(type(self))
+        if plan is None:
+            plan = _PLANS[type(self)] = _plan(type(self))
+        names, getter, lists = plan
+        data = dict(zip(names, getter(self), strict=True))
+        for name in lists:
+            if data[name] is not None:
+                data[name] = list(data[name])
+        return data
 
 
-_FIELD_NAMES: dict[type[Payload], tuple[str, ...]] = {}
+def _plan(cls: type[Payload]) -> tuple[tuple[str, ...], Any, tuple[str, ...]]:
+    fields = dataclasses.fields(cls)
+    names = tuple(f.name for f in fields)
+    lists = tuple(f.name for f in fields if str(f.type).startswith("list"))
+    getter: Callable[[Any], Any] = operator.attrgetter(*names)
+    if len(names) == 1:  # attrgetter of one name returns the value, not a tuple
+        one = getter
+
+        def getter(obj: Any) -> tuple[Any, ...]:
+            return (one(obj),)
+
+    return names, getter, lists
+
+
+_PLANS: dict[type[Payload], tuple[tuple[str, ...], Any, tuple[str, ...]]] = {}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -196,7 +220,7 @@ def envelope(
 ) -> dict[str, Any]:
     """The wire form of one event (validated against its topic's schema before it is sent)."""
     return {
-        "event_id": event_id or str(uuid.uuid4()),
+        "event_id": event_id or uuid4(),
         "type": payload.TYPE,
         "version": payload.VERSION,
         "occurred_at": time.time() if occurred_at is None else occurred_at,
@@ -205,5 +229,26 @@ def envelope(
     }
 
 
+def uuid4() -> str:
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` without the ``UUID`` object
+    (half its cost). Fresh bytes from the OS on every call: a buffer kept between calls would be
+    copied into a forked child, and two processes would make the same ids."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def encode(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON; orjson is ~10x faster than the stdlib here (at 100k events/s that is
+    half a core), and the stdlib takes what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(event)
+    except orjson.JSONEncodeError:
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(value: bytes) -> Any:
+    """The reverse of :func:`encode` (orjson; refuses NaN and infinities, which are not JSON)."""
+    return orjson.loads(value)

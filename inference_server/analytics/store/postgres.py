@@ -17,12 +17,12 @@ tables and queries SQLite and plain PostgreSQL use.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from inference_server.analytics.store.base import (
     ROLLUPS,
@@ -242,7 +242,7 @@ class PostgresStore:
                 e["version"],
                 _ts(e["occurred_at"]),
                 e["node_id"],
-                json.dumps(e["data"]),
+                orjson.dumps(e["data"]).decode(),
             )
             for e in events
         ]

@@ -9,13 +9,14 @@ event loop never waits on disk.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from inference_server.analytics.store.base import (
     EVENT_COLUMNS,
@@ -129,7 +130,7 @@ class SqliteStore:
                 e["version"],
                 e["occurred_at"],
                 e["node_id"],
-                json.dumps(e["data"]),
+                orjson.dumps(e["data"]).decode(),
             )
             for e in events
         ]

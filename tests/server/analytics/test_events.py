@@ -111,3 +111,14 @@ def test_older_inference_versions_are_still_accepted() -> None:
         validate_event({**current, "version": 3})
     assert "prime_spark.inference.v1" in sink_topics("prime_spark")
     assert "prime_spark.inference.v2" in sink_topics("prime_spark")
+
+
+def test_nan_and_infinity_are_refused_though_the_reference_validator_takes_them() -> None:
+    """They are not JSON: the sink (and anyone's consumer) could not read them back."""
+    for bad in (float("nan"), float("inf")):
+        event = envelope(
+            InferenceEvent(model="m", route="/v1/chat/completions", status=200, latency_ms=bad),
+            node_id="n1",
+        )
+        with pytest.raises(EventSchemaError, match=r"^inference\.v2: data/latency_ms: .*not JSON"):
+            validate_event(event)
