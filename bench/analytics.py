@@ -254,9 +254,20 @@ async def fresh_db(base: str) -> tuple[str, str]:
 
 
 async def drop_db(base: str, name: str) -> None:
+    """Retried: TimescaleDB's background worker may hold a connection to the database for a
+    moment, and ``WITH (FORCE)`` may not end a superuser's session."""
     conn = await asyncpg.connect(base)
-    await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await conn.close()
+    try:
+        for attempt in range(10):
+            try:
+                await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                return
+            except asyncpg.PostgresError:
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(1.0)
+    finally:
+        await conn.close()
 
 
 def main() -> None:

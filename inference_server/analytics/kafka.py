@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from inference_server.analytics.events import decode
@@ -199,12 +199,14 @@ class KafkaSink:
         group_id: str,
         store: Store,
         max_records: int = 20_000,
+        in_flight: int = 2,
     ) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
         self._group_id = group_id
         self._store = store
         self._max_records = max_records
+        self._in_flight = max(1, in_flight)
         self.connected = False
         self.last_error: str | None = None
         self.consumed = 0
@@ -243,22 +245,48 @@ class KafkaSink:
             backoff = min(backoff * 2, 15.0)
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=self._max_records)
-            values = [m.value for msgs in batches.values() for m in msgs if m.value is not None]
-            if not values:
-                continue
-            events, rejected = parse(values, validate=True)
-            if rejected:
-                self.rejected += len(rejected)
-                self.last_rejection = rejected[-1]
-                _LOGGER.warning(
-                    "Analytics sink rejected %d messages, e.g.: %s", len(rejected), rejected[-1]
+        """Fetch, check and write batches, up to ``in_flight`` writes at once.
+
+        The database is the slow step (one transaction per batch), so the next batch is read
+        and checked, and with ``in_flight`` > 1 written, while the last one commits. Offsets are
+        committed strictly in order, each batch's only after its rows are durable: a crash
+        re-delivers from the oldest batch not yet written, never skips one.
+        """
+        pending: deque[tuple[asyncio.Task[int], dict[TopicPartition, int], int]] = deque()
+        try:
+            while True:
+                batches = await consumer.getmany(
+                    timeout_ms=100 if pending else 1000, max_records=self._max_records
                 )
-            if events:
-                self.stored += await self._insert(events)
-            await consumer.commit()
-            self.consumed += len(values)
+                if batches:
+                    pending.append(self._write(batches))
+                while pending and (
+                    pending[0][0].done() or len(pending) >= self._in_flight or not batches
+                ):
+                    task, offsets, count = pending.popleft()
+                    self.stored += await task
+                    await consumer.commit(offsets)
+                    self.consumed += count
+        finally:
+            for task, _, _ in pending:
+                task.cancel()
+            await asyncio.gather(*(task for task, _, _ in pending), return_exceptions=True)
+
+    def _write(
+        self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> tuple[asyncio.Task[int], dict[TopicPartition, int], int]:
+        """Check one fetched batch and start writing it; returns the write and its offsets."""
+        values = [m.value for msgs in batches.values() for m in msgs if m.value is not None]
+        offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batches.items() if msgs}
+        events, rejected = parse(values, validate=True)
+        if rejected:
+            self.rejected += len(rejected)
+            self.last_rejection = rejected[-1]
+            _LOGGER.warning(
+                "Analytics sink rejected %d messages, e.g.: %s", len(rejected), rejected[-1]
+            )
+        task = asyncio.ensure_future(self._insert(events) if events else _zero())
+        return task, offsets, len(values)
 
     async def _insert(self, events: list[dict[str, Any]]) -> int:
         """Retry the store until it takes the batch: the offsets wait for it."""
@@ -271,6 +299,10 @@ class KafkaSink:
                 _LOGGER.warning("Analytics store write failed (%s); retrying", err)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 15.0)
+
+
+async def _zero() -> int:
+    return 0
 
 
 async def _quietly(awaitable: Any) -> None:

@@ -138,8 +138,9 @@ class CrashAfterInsert:
 
     async def insert(self, events: list[dict[str, Any]]) -> int:
         self.calls += 1
+        call = self.calls  # writes overlap: the counter may move on while this one awaits
         added = await self.store.insert(events)
-        if self.calls == self.crash_on:
+        if call == self.crash_on:
             self.crashed.set()
             await asyncio.Event().wait()  # hangs here until the task is cancelled ("killed")
         return added
@@ -169,6 +170,9 @@ async def test_sink_killed_resumes_from_committed_offsets_without_duplicates(
         )  # type: ignore[arg-type]
         task = asyncio.create_task(first.run())
         await asyncio.wait_for(crashing.crashed.wait(), 30)
+        # Two writes are in flight at once: batch 1's offsets are committed once its write is
+        # done, in order, whatever batch 2 (hung) and batch 3 (written meanwhile) do.
+        await wait_for(lambda: _true(first.consumed > 0), 30, "batch 1's offsets")
         task.cancel()  # killed between the durable write and the offset commit
         with pytest.raises(asyncio.CancelledError):
             await task
