@@ -43,10 +43,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference_server.analytics import Analytics, InferenceEvent
-from inference_server.analytics.events import EVENT_TYPES, encode, envelope, topic_name
+from inference_server.analytics.events import encode, envelope, sink_topics
 from inference_server.analytics.kafka import KafkaSink
 from inference_server.analytics.store.postgres import PostgresStore
-from inference_server.config import AnalyticsSettings
+from inference_server.config import COMPRESSIONS, AnalyticsSettings
 
 KAFKA_LIBS = Path(os.environ.get("PRIME_SPARK_KAFKA_LIBS", "/opt/prime-spark/kafka-4.4.0/libs"))
 SECTION = "## Analytics pipeline (bench/analytics.py)"
@@ -68,7 +68,9 @@ def event_size() -> int:
     return len(encode(envelope(event(1), node_id="bench-node")))
 
 
-def producer_performance(bootstrap: str, topic: str, n: int, size: int) -> dict[str, Any]:
+def producer_performance(
+    bootstrap: str, topic: str, n: int, size: int, compression: str
+) -> dict[str, Any]:
     command = [
         "java",
         "--sun-misc-unsafe-memory-access=allow",
@@ -88,7 +90,7 @@ def producer_performance(bootstrap: str, topic: str, n: int, size: int) -> dict[
         f"bootstrap.servers={bootstrap}",
         "acks=all",
         "enable.idempotence=true",
-        "compression.type=gzip",
+        f"compression.type={compression}",
         "linger.ms=20",
         "batch.size=524288",
     ]
@@ -122,9 +124,13 @@ def settings(tmp: Path, **kw: Any) -> AnalyticsSettings:
     )
 
 
-async def ours_produce(bootstrap: str, prefix: str, n: int, tmp: Path) -> dict[str, Any]:
+async def ours_produce(
+    bootstrap: str, prefix: str, n: int, tmp: Path, compression: str
+) -> dict[str, Any]:
     analytics = Analytics(
-        settings(tmp, kafka_bootstrap=bootstrap, topic_prefix=prefix, sink=False),
+        settings(
+            tmp, kafka_bootstrap=bootstrap, topic_prefix=prefix, sink=False, compression=compression
+        ),
         node_id="bench-node",
         data_dir=tmp,
     )
@@ -159,7 +165,7 @@ async def sink_only(bootstrap: str, prefix: str, n: int, dsn: str) -> dict[str, 
     await store.open()
     sink = KafkaSink(
         bootstrap,
-        topics=[topic_name(prefix, t, v) for t, v in EVENT_TYPES.items()],
+        topics=sink_topics(prefix),
         group_id=f"bench-{uuid.uuid4().hex[:8]}",
         store=store,
     )
@@ -177,9 +183,17 @@ async def sink_only(bootstrap: str, prefix: str, n: int, dsn: str) -> dict[str, 
     return {"rate": n / seconds, "seconds": seconds, "rows": rows, "store": kind}
 
 
-async def end_to_end(bootstrap: str, prefix: str, n: int, dsn: str, tmp: Path) -> dict[str, Any]:
+async def end_to_end(
+    bootstrap: str, prefix: str, n: int, dsn: str, tmp: Path, compression: str
+) -> dict[str, Any]:
     analytics = Analytics(
-        settings(tmp, kafka_bootstrap=bootstrap, topic_prefix=prefix, postgres_dsn=dsn),
+        settings(
+            tmp,
+            kafka_bootstrap=bootstrap,
+            topic_prefix=prefix,
+            postgres_dsn=dsn,
+            compression=compression,
+        ),
         node_id="bench-node",
         data_dir=tmp,
     )
@@ -240,36 +254,62 @@ async def fresh_db(base: str) -> tuple[str, str]:
 
 
 async def drop_db(base: str, name: str) -> None:
+    """Retried: TimescaleDB's background worker may hold a connection to the database for a
+    moment, and ``WITH (FORCE)`` may not end a superuser's session."""
     conn = await asyncpg.connect(base)
-    await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await conn.close()
+    try:
+        for attempt in range(10):
+            try:
+                await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                return
+            except asyncpg.PostgresError:
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(1.0)
+    finally:
+        await conn.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--compression",
+        choices=COMPRESSIONS,
+        default=AnalyticsSettings().compression,
+        help="codec of both producers (default: the server's default)",
+    )
+    parser.add_argument(
+        "--prefix", help="topic name prefix on the shared broker (default: a random one)"
+    )
     args = parser.parse_args()
     bootstrap = os.environ["PRIME_SPARK_TEST_KAFKA_BOOTSTRAP"]
     pg = os.environ["PRIME_SPARK_TEST_POSTGRES_DSN"]
     n = args.events
     size = event_size()
-    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    prefix = args.prefix or f"bench{uuid.uuid4().hex[:8]}"
+    codec = args.compression
     print(f"{n} events of {size} bytes; broker {bootstrap}; topics {prefix}.*", flush=True)
 
-    kafka = producer_performance(bootstrap, f"{prefix}-perf", n, size)
+    load = os.getloadavg()[0]
+    kafka = producer_performance(bootstrap, f"{prefix}-perf", n, size, codec)
     print(f"(a) ProducerPerformance: {kafka['rate']:.0f} records/s  [{kafka['line']}]", flush=True)
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        ours = asyncio.run(ours_produce(bootstrap, prefix, n, tmp))
+        cpu = time.process_time()
+        ours = asyncio.run(ours_produce(bootstrap, prefix, n, tmp, codec))
+        ours["cpu_us"] = (time.process_time() - cpu) / n * 1e6
         print(
             f"(b) ours: {ours['rate']:.0f} events/s acknowledged "
-            f"(emit alone {ours['emit_rate']:.0f}/s)",
+            f"(emit alone {ours['emit_rate']:.0f}/s; {ours['cpu_us']:.1f} µs CPU per event)",
             flush=True,
         )
         dsn, name = asyncio.run(fresh_db(pg))
         try:
+            cpu = time.process_time()
             sink = asyncio.run(sink_only(bootstrap, prefix, n, dsn))
+            sink["cpu_us"] = (time.process_time() - cpu) / n * 1e6
             print(
                 f"(c) sink → {sink['store']}: {sink['rate']:.0f} events/s, {sink['rows']} rows",
                 flush=True,
@@ -278,11 +318,15 @@ def main() -> None:
             asyncio.run(drop_db(pg, name))
         dsn, name = asyncio.run(fresh_db(pg))
         try:
-            e2e = asyncio.run(end_to_end(bootstrap, prefix + "e2e", n, dsn, tmp))
+            cpu = time.process_time()
+            e2e = asyncio.run(end_to_end(bootstrap, prefix + "e2e", n, dsn, tmp, codec))
+            e2e["cpu_us"] = (time.process_time() - cpu) / n * 1e6
             print(f"(d) end to end: {e2e['rate']:.0f} events/s, {e2e['rows']} rows", flush=True)
         finally:
             asyncio.run(drop_db(pg, name))
+        cpu = time.process_time()
         local = asyncio.run(embedded(n, tmp))
+        local["cpu_us"] = (time.process_time() - cpu) / n * 1e6
         print(
             f"(e) embedded SQLite: {local['rate']:.0f} events/s, {local['rows']} rows", flush=True
         )
@@ -297,13 +341,15 @@ def main() -> None:
     }
     print(f"lost (expected events - distinct rows): {lost}")
     if args.out:
-        write_results(args.out, n, size, kafka, ours, sink, e2e, local, ratio, lost)
+        write_results(args.out, n, size, codec, load, kafka, ours, sink, e2e, local, ratio, lost)
 
 
 def write_results(
     out: Path,
     n: int,
     size: int,
+    codec: str,
+    load: float,
     kafka: dict[str, Any],
     ours: dict[str, Any],
     sink: dict[str, Any],
@@ -321,6 +367,9 @@ def write_results(
             "(b) ours: emit → validate → spool (fsync) → aiokafka, until acked",
             ours["rate"],
             ours["seconds"],
+            "-",
+            "-",
+            ours["cpu_us"],
         ),
         (
             "(b') ours: emit alone (validate + enqueue: what a request pays)",
@@ -333,6 +382,7 @@ def write_results(
             sink["seconds"],
             sink["rows"],
             lost["c"],
+            sink["cpu_us"],
         ),
         (
             "(d) end to end, one process: emit → Kafka → sink → PostgreSQL",
@@ -340,6 +390,7 @@ def write_results(
             e2e["seconds"],
             e2e["rows"],
             lost["d"],
+            e2e["cpu_us"],
         ),
         (
             "(e) embedded default: emit → spool → SQLite",
@@ -347,6 +398,7 @@ def write_results(
             local["seconds"],
             local["rows"],
             lost["e"],
+            local["cpu_us"],
         ),
     ]
     lines = [
@@ -355,18 +407,21 @@ def write_results(
         f"- date: {now}",
         f"- machine: {os.cpu_count()} CPUs, {platform.platform()}, "
         f"Python {platform.python_version()}, {versions}; Kafka 4.4.0 (the shared KRaft broker)",
-        f"- load average at the start: {os.getloadavg()[0]:.1f} (the machine is shared)",
+        f"- load average (1 min) at the start: {load:.1f}, at the end: {os.getloadavg()[0]:.1f}"
+        " (the machine is shared: rates move with the load; CPU µs per event of the bench"
+        " process moves much less)",
         f"- {n} events of {size} bytes (an inference event as encoded); both producers: acks=all,"
-        " idempotence, gzip, linger 20 ms, 512 KiB batches",
-        f"- command: `{command} --events {n} --out bench/RESULTS.md`",
+        f" idempotence, {codec}, linger 20 ms, 512 KiB batches",
+        f"- command: `{command} --events {n} --compression {codec} --out bench/RESULTS.md`",
         "",
-        "| path | events/s | seconds | rows in store (distinct) | lost |",
-        "| --- | --- | --- | --- | --- |",
+        "| path | events/s | seconds | rows in store (distinct) | lost | CPU µs/event |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for label, rate, seconds, *rest in rows:
         secs = "-" if seconds is None else f"{seconds:.2f}"
-        stored, missing = [*rest, "-", "-"][:2]
-        lines.append(f"| {label} | {rate:.0f} | {secs} | {stored} | {missing} |")
+        stored, missing, cpu = [*rest, "-", "-", None][:3]
+        cpu_text = "-" if cpu is None else f"{cpu:.1f}"
+        lines.append(f"| {label} | {rate:.0f} | {secs} | {stored} | {missing} | {cpu_text} |")
     lines += [
         "",
         f"Ratio (b)/(a), ours vs ProducerPerformance: **{ratio:.3f}**. Issue goals: ≥ 100k "

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
+
+import orjson
 
 DEFAULT_TOPIC_PREFIX = "prime_spark"
 
@@ -40,17 +43,37 @@ class Payload:
     VERSION: ClassVar[int] = 1
 
     def data(self) -> dict[str, Any]:
-        """A shallow dict of the fields (``dataclasses.asdict`` deep-copies: 4x slower)."""
-        names = _FIELD_NAMES.get(type(self))
-        if names is None:
-            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in dataclasses.fields(self))
-        return {
-            name: list(value) if isinstance(value := getattr(self, name), list) else value
-            for name in names
-        }
+        """A dict of the fields, lists copied (``dataclasses.asdict`` deep-copies: 4x slower).
+
+        Built by one ``attrgetter`` per class: a generic per-field loop cost ~10 µs per event,
+        a sixth of what one process may spend on an event at 100k events/s.
+        """
+        plan = _PLANS.get(type(self))
+        if plan is None:
+            plan = _PLANS[type(self)] = _plan(type(self))
+        names, getter, lists = plan
+        data = dict(zip(names, getter(self), strict=True))
+        for name in lists:
+            if data[name] is not None:
+                data[name] = list(data[name])
+        return data
 
 
-_FIELD_NAMES: dict[type[Payload], tuple[str, ...]] = {}
+def _plan(cls: type[Payload]) -> tuple[tuple[str, ...], Any, tuple[str, ...]]:
+    fields = dataclasses.fields(cls)
+    names = tuple(f.name for f in fields)
+    lists = tuple(f.name for f in fields if str(f.type).startswith("list"))
+    getter: Callable[[Any], Any] = operator.attrgetter(*names)
+    if len(names) == 1:  # attrgetter of one name returns the value, not a tuple
+        one = getter
+
+        def getter(obj: Any) -> tuple[Any, ...]:
+            return (one(obj),)
+
+    return names, getter, lists
+
+
+_PLANS: dict[type[Payload], tuple[tuple[str, ...], Any, tuple[str, ...]]] = {}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -58,6 +81,8 @@ class InferenceEvent(Payload):
     """One finished (or failed) request on the OpenAI surface."""
 
     TYPE: ClassVar[str] = "inference"
+    VERSION: ClassVar[int] = 2
+    """v2 added ``served_for``; v1 events (old spools, older nodes) are still accepted."""
     model: str
     side: Side = "edge"
     route: str
@@ -71,6 +96,10 @@ class InferenceEvent(Payload):
     stream: bool = False
     peer: str | None = None
     """The cloud peer that answered when ``side`` is ``cloud`` (an optional, additive field)."""
+    served_for: str | None = None
+    """The node that forwarded this request here (v2): that node records the client's request
+    (side ``cloud``), this event records the work done for it. Summaries count a request once,
+    by leaving these out of request counts; decode speed still uses their tokens and time."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -171,10 +200,21 @@ PAYLOAD_TYPES: tuple[type[Payload], ...] = (
     LinkEvent,
 )
 EVENT_TYPES: dict[str, int] = {p.TYPE: p.VERSION for p in PAYLOAD_TYPES}
+"""The version each type is emitted at."""
+ACCEPTED_VERSIONS: dict[str, tuple[int, ...]] = {
+    p.TYPE: tuple(range(1, p.VERSION + 1)) for p in PAYLOAD_TYPES
+}
+"""Every version still read (validated, stored, consumed): a schema file exists for each, and
+events of an older version keep arriving from spools and nodes not yet upgraded."""
 
 
 def topic_name(prefix: str, type_: str, version: int = 1) -> str:
     return f"{prefix}.{type_}.v{version}"
+
+
+def sink_topics(prefix: str) -> list[str]:
+    """Every topic the sink reads: the current and the older versions of each type."""
+    return [topic_name(prefix, t, v) for t, versions in ACCEPTED_VERSIONS.items() for v in versions]
 
 
 def envelope(
@@ -195,9 +235,15 @@ def envelope(
     }
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-"""Made once: ``json.dumps`` with non-default options builds a new encoder on every call."""
-
-
 def encode(event: dict[str, Any]) -> bytes:
-    return _ENCODER.encode(event).encode()
+    """Compact UTF-8 JSON; orjson is ~10x faster than the stdlib here (at 100k events/s that is
+    half a core), and the stdlib takes what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(event)
+    except orjson.JSONEncodeError:
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(value: bytes) -> Any:
+    """The reverse of :func:`encode` (orjson; refuses NaN and infinities, which are not JSON)."""
+    return orjson.loads(value)

@@ -4,8 +4,9 @@ The middleware knows what only the outside of a request knows (route, final stat
 to the last byte, including streams and errors); the generation code knows model, tokens and
 decode time and writes them into the request's :class:`InferenceRecord` through
 :func:`note_generation`. A context variable joins the two, so the OpenAI handlers need one call
-and no new parameters; routing and the response cache (when they land) set ``side`` and
-``cache`` on the same record.
+and no new parameters; routing and the response cache set ``side`` and ``cache`` on the same
+record. A request another node forwarded here is marked ``served_for`` that node (see
+:func:`forwarded_by`), so a shared database counts the client's request once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aiohttp import web
 from inference_server.analytics.events import CacheResult, InferenceEvent, Side
 from inference_server.analytics.service import ANALYTICS_KEY, Analytics
 from inference_server.api.errors import Handler
+from inference_server.backends.remote import FORWARDED_HEADER, FORWARDED_MAX_LENGTH
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class InferenceRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     generation_seconds: float = 0.0
+    served_for: str | None = None
 
 
 _CURRENT: contextvars.ContextVar[InferenceRecord | None] = contextvars.ContextVar(
@@ -66,7 +69,7 @@ async def inference_events_middleware(request: web.Request, handler: Handler) ->
     analytics = request.app.get(ANALYTICS_KEY)
     if analytics is None:
         return await handler(request)
-    record = InferenceRecord()
+    record = InferenceRecord(served_for=forwarded_by(request))
     token = _CURRENT.set(record)
     start = time.perf_counter()
     status = 500
@@ -84,6 +87,17 @@ async def inference_events_middleware(request: web.Request, handler: Handler) ->
         if status not in UNAUTHENTICATED:
             elapsed = time.perf_counter() - start
             _emit(analytics, request, record=record, status=status, stream=stream, elapsed=elapsed)
+
+
+def forwarded_by(request: web.Request) -> str | None:
+    """The node that forwarded this request here (its ``X-Prime-Spark-Forwarded`` header).
+
+    That node records the client's request itself, so the event here is marked ``served_for``
+    it and the summaries count the request once. ``None`` for a value that is not a node id
+    (empty or longer than the schema allows); routing answers such a request 400.
+    """
+    value = request.headers.get(FORWARDED_HEADER, "").strip()
+    return value if 0 < len(value) <= FORWARDED_MAX_LENGTH else None
 
 
 UNAUTHENTICATED = frozenset({401, 403})
@@ -115,6 +129,7 @@ def _emit(
                 cache=record.cache,
                 stream=stream,
                 peer=record.peer,
+                served_for=record.served_for,
             )
         )
     except ValueError:  # a schema bug must never fail the request it describes

@@ -30,7 +30,7 @@ from inference_server.analytics.events import (
     Payload,
     encode,
     envelope,
-    topic_name,
+    sink_topics,
 )
 from inference_server.analytics.jobs import Scheduler
 from inference_server.analytics.kafka import (
@@ -39,7 +39,7 @@ from inference_server.analytics.kafka import (
     KafkaSink,
     StoreDelivery,
 )
-from inference_server.analytics.schema import validate_event, validate_payload
+from inference_server.analytics.schema import validate_event
 from inference_server.analytics.spool import Spool, encode_line
 from inference_server.analytics.store import RetentionPolicy, Store
 from inference_server.analytics.store.postgres import PostgresStore
@@ -109,7 +109,7 @@ class Analytics:
         if settings.kafka_bootstrap and settings.sink:
             self.sink = KafkaSink(
                 settings.kafka_bootstrap,
-                topics=[topic_name(settings.topic_prefix, t, v) for t, v in EVENT_TYPES.items()],
+                topics=sink_topics(settings.topic_prefix),
                 group_id=settings.consumer_group,
                 store=self.store,
             )
@@ -120,7 +120,6 @@ class Analytics:
         # Zeros up front: every series exists from the first scrape (rate() and alerts need it).
         self.emitted: Counter[str] = Counter(dict.fromkeys(EVENT_TYPES, 0))
         self.rejected: Counter[str] = Counter({"emit": 0, "ingest": 0})
-        self._envelope_checked: set[str] = set()
         self.dropped_queue_full = 0
         self.dropped_spool_error = 0
         self.delivered = 0
@@ -130,23 +129,9 @@ class Analytics:
 
     # ------------------------------------------------------------------ emitting
     def emit(self, payload: Payload, *, occurred_at: float | None = None) -> str:
-        """Validate and enqueue one event; returns its ``event_id``. Never blocks.
-
-        The first event of each type is checked whole; after it, an envelope this method made
-        with the clock's time differs only in ``data`` and its fresh id, so only ``data`` is
-        checked (:func:`validate_payload`): this runs on every inference request.
-        """
+        """Validate and enqueue one event; returns its ``event_id``. Never blocks."""
         event = envelope(payload, node_id=self.node_id, occurred_at=occurred_at)
-        if occurred_at is None and payload.TYPE in self._envelope_checked:
-            try:
-                validate_payload(event)
-            except ValueError:
-                self.rejected["emit"] += 1
-                raise
-            self._enqueue(event)
-        else:
-            self.emit_envelope(event)
-            self._envelope_checked.add(payload.TYPE)
+        self.emit_envelope(event)
         return str(event["event_id"])
 
     def emit_envelope(self, event: dict[str, Any], *, stage: str = "emit") -> None:

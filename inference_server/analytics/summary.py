@@ -3,6 +3,9 @@
 Written once over the store's primitive reads (totals, a latency at a rank, power readings), so
 SQLite and PostgreSQL give the same numbers. Percentiles are nearest-rank (always a latency that
 was observed), over successful requests only: a fast 4xx must not make the node look quick.
+A request one node forwarded to another in the same store counts once (store/base.py says how);
+``forwarded_requests`` says how many such duplicates were left out, and the decode speed is the
+completion tokens of every event that spent decode time over that time (the work, wherever done).
 """
 
 from __future__ import annotations
@@ -53,10 +56,11 @@ async def summarize(store: Store, window: str, *, now: float | None = None) -> d
         "prompt_tokens": totals.prompt_tokens,
         "completion_tokens": totals.completion_tokens,
         "tokens_per_second": (
-            round(totals.completion_tokens * 1000.0 / totals.generation_ms, 2)
+            round(totals.decode_tokens * 1000.0 / totals.generation_ms, 2)
             if totals.generation_ms > 0
             else None
         ),
+        "forwarded_requests": totals.forwarded,
         "edge_share": round(totals.edge / requests, 4) if requests else None,
         "cloud_share": round(totals.cloud / requests, 4) if requests else None,
         "cache_hit_rate": round(totals.cache_hits / lookups, 4) if lookups else None,

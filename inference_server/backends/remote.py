@@ -27,7 +27,10 @@ import aiohttp
 from inference_server.config import PeerSettings
 
 FORWARDED_HEADER: Final = "X-Prime-Spark-Forwarded"
-"""Set on requests a node forwards; the receiving node serves them itself (no routing loops)."""
+"""Set on requests a node forwards, to the forwarding node's id: the receiving node serves them
+itself (no routing loops) and records them as served for that node (no double counting)."""
+FORWARDED_MAX_LENGTH: Final = 64
+"""A node id's longest (the analytics schemas' ``node_id``)."""
 
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -71,6 +74,12 @@ class RemoteStream:
 
     The router opens the stream and waits for the first chunk *before* answering the client, so
     a peer that fails to start still lets the request fall back to the edge.
+
+    Every line is looked at on its way through, for the inference record: the peer's ``usage``
+    chunk (the router asks OpenAI-compatible peers for one with ``stream_options``), the model
+    that answered, and, for a peer that sends no usage, how many chunks carried text, one token
+    each in every server we know; that count is the fallback (it undercounts a peer that packs
+    several tokens into one chunk, and knows nothing of the prompt).
     """
 
     def __init__(
@@ -81,6 +90,12 @@ class RemoteStream:
         self.first = first
         self.first_byte_seconds = first_byte_seconds
         self.usage: dict[str, Any] | None = None
+        self.model: str | None = None
+        self.text_chunks = 0
+        """Chunks (choices, with ``n`` > 1) that carried text or a tool call."""
+        self.usage_only = False
+        """The line just yielded is the usage chunk (no choices) or the blank line ending it:
+        a client that did not ask for usage must not see it."""
         self.finished = False
         """True once ``data: [DONE]`` went through: the stream was complete."""
 
@@ -100,18 +115,44 @@ class RemoteStream:
             raise UpstreamError(self._peer, "ended the stream before it was complete")
 
     def _inspect(self, line: bytes) -> None:
+        if not line.startswith(b"data: "):
+            # The blank line that ends an SSE event goes (or not) with its data line.
+            self.usage_only = self.usage_only and not line.strip()
+            return
+        self.usage_only = False
         if line.startswith(b"data: [DONE]"):
             self.finished = True
-        elif b'"usage"' in line and line.startswith(b"data: "):
-            try:
-                usage = json.loads(line[6:]).get("usage")
-            except (ValueError, AttributeError):
-                return
-            if isinstance(usage, dict):
-                self.usage = usage
+            return
+        try:
+            chunk = json.loads(line[6:])
+        except ValueError:
+            return
+        if not isinstance(chunk, dict):
+            return
+        if isinstance(chunk.get("model"), str):
+            self.model = chunk["model"]
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not isinstance(choices, list):
+            return
+        if not choices and isinstance(usage, dict):
+            self.usage_only = True
+        for choice in choices:
+            if isinstance(choice, dict) and _carries_text(choice):
+                self.text_chunks += 1
 
     def close(self) -> None:
         self._response.close()
+
+
+def _carries_text(choice: dict[str, Any]) -> bool:
+    """A chat ``delta`` with content or tool calls, or a completion ``text``."""
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        return bool(delta.get("content") or delta.get("tool_calls"))
+    return bool(choice.get("text"))
 
 
 class RemoteBackend:

@@ -23,7 +23,7 @@ from typing import Any, Final, Protocol
 from aiohttp import web
 
 from inference_server.analytics.events import RoutingEvent
-from inference_server.analytics.requests import current_record, note_generation
+from inference_server.analytics.requests import current_record, forwarded_by, note_generation
 from inference_server.api.errors import ApiError
 from inference_server.backends.base import (
     BackendError,
@@ -35,6 +35,8 @@ from inference_server.backends.base import (
 )
 from inference_server.backends.remote import (
     FORWARDED_HEADER,
+    FORWARDED_MAX_LENGTH,
+    RemoteStream,
     UpstreamBusy,
     UpstreamError,
     UpstreamRejected,
@@ -143,13 +145,21 @@ async def dispatch(
     router = node.router
     if router is None:  # pragma: no cover - create_app always attaches one
         return await local(body)
+    forwarded = request.headers.get(FORWARDED_HEADER)
+    if forwarded is not None and forwarded_by(request) is None:
+        raise ApiError(
+            400,
+            f"{FORWARDED_HEADER}: expected the forwarding node's id "
+            f"(1 to {FORWARDED_MAX_LENGTH} characters)",
+            code="invalid_header",
+        )
     private = is_private(request, body, node)
     body = {k: v for k, v in body.items() if k != "private"}
     route = RouteRequest(
         kind=kind,
         model=body.get("model") or None,
         private=private,
-        forwarded=FORWARDED_HEADER in request.headers,
+        forwarded=forwarded is not None,
         stream=kind != "embeddings" and bool(body.get("stream")),
     )
     try:
@@ -342,8 +352,12 @@ async def _cloud(
             if tap is not None:
                 tap.answer(data)
             return web.json_response(data)
+        # Ask for the usage chunk whatever the client asked: the inference record needs the
+        # token counts; the chunk is kept from a client that did not ask for it.
+        client_usage = _wants_usage(body)
+        streamed = {**forward, "stream_options": {**_options(body), "include_usage": True}}
         try:
-            stream = await upstream.backend.stream(path, forward)
+            stream = await upstream.backend.stream(path, streamed)
         except UpstreamRejected as err:
             upstream.breaker.record_success()
             _outcome(node, upstream, "rejected")
@@ -366,9 +380,12 @@ async def _cloud(
             await response.prepare(request)
             async for line in stream.chunks():
                 if tap is not None:
-                    tap.line(line)
+                    tap.line(line)  # the whole answer, usage included (the cache replays it)
+                if stream.usage_only and not client_usage:
+                    continue
                 await response.write(line)
         except UpstreamError as err:
+            _note_stream_usage(model or route.model, stream)  # what was sent was still work
             _failed(node, upstream, err, outcome="cut")
             error = {
                 "error": {
@@ -382,6 +399,7 @@ async def _cloud(
             await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
             await response.write(b"data: [DONE]\n\n")
         except ConnectionResetError:
+            _note_stream_usage(model or route.model, stream)
             stream.close()  # the client left: closing the connection stops the peer too
             upstream.breaker.release_probe()
             return response
@@ -391,6 +409,7 @@ async def _cloud(
             _outcome(node, upstream, "ok")
             if metrics is not None:
                 metrics.usage(upstream.name, stream.usage)
+            _note_stream_usage(model or route.model, stream)
             if tap is not None:
                 tap.done()
         await response.write_eof()
@@ -502,7 +521,7 @@ def _emit_decision(
 
 def _note_cloud_usage(model: str | None, data: dict[str, Any]) -> None:
     """Model and tokens of a peer's answer into the inference record (the edge path's
-    generation code does this for local answers); a stream's usage is not seen here."""
+    generation code does this for local answers); a stream's go through _note_stream_usage."""
     usage = data.get("usage")
     if not isinstance(usage, dict):
         usage = {}
@@ -513,6 +532,25 @@ def _note_cloud_usage(model: str | None, data: dict[str, Any]) -> None:
         prompt if isinstance(prompt, int) and prompt >= 0 else 0,
         completion if isinstance(completion, int) and completion >= 0 else 0,
     )
+
+
+def _options(body: dict[str, Any]) -> dict[str, Any]:
+    options = body.get("stream_options")
+    return options if isinstance(options, dict) else {}
+
+
+def _wants_usage(body: dict[str, Any]) -> bool:
+    return bool(_options(body).get("include_usage"))
+
+
+def _note_stream_usage(model: str | None, stream: RemoteStream) -> None:
+    """Tokens of a streamed peer answer into the inference record: the peer's usage chunk
+    when it sent one, else the chunks that carried text (one token each in the servers we
+    know; an undercount for a peer that packs tokens, and the prompt stays unknown: 0)."""
+    if stream.usage is not None:
+        _note_cloud_usage(model, {"model": stream.model, "usage": stream.usage})
+    else:
+        note_generation(str(stream.model or model or ""), 0, stream.text_chunks)
 
 
 record_upstream_failure = _failed

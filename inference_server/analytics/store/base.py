@@ -10,6 +10,16 @@ Every store keeps three kinds of table:
   exactly the buckets that received rows since its last run (late events from a spool replay
   are folded in), so long windows and Grafana read small tables.
 
+Counting a forwarded request once: a node that forwards a request to a Prime Spark peer records
+the client's request (side ``cloud``); the peer records the work it did, marked ``served_for``
+the forwarding node (inference v2). When both write to one database, the summary counts the
+request by the forwarding node's event and leaves the peer's out of requests, errors, tokens,
+shares and latency percentiles, but keeps its decode tokens and time for the decode speed. A
+``served_for`` event counts as a request when its forwarding node's events are not in the store
+for the window (the peer's own database, or a forwarding node with analytics off). Rollups
+count only events that are not ``served_for`` and give the others in their ``forwarded``
+column.
+
 The summary query is written once (:mod:`inference_server.analytics.summary`) over the
 primitive reads declared here, so SQLite and PostgreSQL answer the same numbers.
 """
@@ -42,6 +52,12 @@ class WindowTotals:
     cloud: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    forwarded: int = 0
+    """Events of work done for another node whose own event of the request is in the store:
+    left out of every count above (that node's event counts the request)."""
+    decode_tokens: int = 0
+    """Completion tokens of every event with decode time (forwarded work included): with
+    ``generation_ms`` the decode speed of the nodes that did the work."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +75,9 @@ class RollupRow:
     latency_ms_max: float
     cache_hits: int
     cache_misses: int
+    forwarded: int = 0
+    """Requests served for another node (``served_for``): not in the other columns, which
+    count requests where their client sent them."""
 
 
 ROLLUPS = (("1m", 60), ("1h", 3600))
@@ -78,6 +97,7 @@ INFERENCE_COLUMNS = (
     "generation_ms",
     "cache",
     "stream",
+    "served_for",
 )
 POWER_COLUMNS = ("event_id", "occurred_at", "node_id", "kind", "mode", "watts")
 
@@ -98,6 +118,7 @@ def inference_row(event: dict[str, Any]) -> tuple[Any, ...]:
         float(d["generation_ms"]),
         d["cache"],
         d["stream"],
+        d.get("served_for"),  # v2; v1 events have none
     )
 
 

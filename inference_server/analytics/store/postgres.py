@@ -17,12 +17,12 @@ tables and queries SQLite and plain PostgreSQL use.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from inference_server.analytics.store.base import (
     ROLLUPS,
@@ -78,11 +78,13 @@ CREATE TEMP TABLE IF NOT EXISTS analytics_staging (
 INSERTS = (
     "INSERT INTO analytics_events SELECT * FROM analytics_staging ON CONFLICT DO NOTHING",
     """INSERT INTO analytics_inference (event_id, occurred_at, node_id, model, side, route,
-        status, prompt_tokens, completion_tokens, latency_ms, generation_ms, cache, stream)
+        status, prompt_tokens, completion_tokens, latency_ms, generation_ms, cache, stream,
+        served_for)
     SELECT event_id, occurred_at, node_id, data->>'model', data->>'side', data->>'route',
         (data->>'status')::integer, (data->>'prompt_tokens')::integer,
         (data->>'completion_tokens')::integer, (data->>'latency_ms')::double precision,
-        (data->>'generation_ms')::double precision, data->>'cache', (data->>'stream')::boolean
+        (data->>'generation_ms')::double precision, data->>'cache', (data->>'stream')::boolean,
+        data->>'served_for'
     FROM analytics_staging WHERE type = 'inference' ON CONFLICT DO NOTHING""",
     """INSERT INTO analytics_power
     SELECT event_id, occurred_at, node_id, data->>'kind', data->>'mode',
@@ -93,11 +95,16 @@ INSERTS = (
 ROLLUP_SQL = """
 INSERT INTO analytics_inference_rollup
 SELECT $1, date_trunc('{unit}', occurred_at) AS b, side, model,
-       count(*), count(*) FILTER (WHERE status >= 400),
-       sum(prompt_tokens), sum(completion_tokens), sum(generation_ms),
-       sum(latency_ms), max(latency_ms),
-       count(*) FILTER (WHERE cache IN ('exact', 'semantic')),
-       count(*) FILTER (WHERE cache = 'miss')
+       count(*) FILTER (WHERE served_for IS NULL),
+       count(*) FILTER (WHERE served_for IS NULL AND status >= 400),
+       coalesce(sum(prompt_tokens) FILTER (WHERE served_for IS NULL), 0),
+       coalesce(sum(completion_tokens) FILTER (WHERE served_for IS NULL), 0),
+       coalesce(sum(generation_ms) FILTER (WHERE served_for IS NULL), 0),
+       coalesce(sum(latency_ms) FILTER (WHERE served_for IS NULL), 0),
+       coalesce(max(latency_ms) FILTER (WHERE served_for IS NULL), 0),
+       count(*) FILTER (WHERE served_for IS NULL AND cache IN ('exact', 'semantic')),
+       count(*) FILTER (WHERE served_for IS NULL AND cache = 'miss'),
+       count(*) FILTER (WHERE served_for IS NOT NULL)
 FROM analytics_inference
 WHERE date_trunc('{unit}', occurred_at) IN (
     SELECT DISTINCT date_trunc('{unit}', occurred_at)
@@ -108,7 +115,7 @@ ON CONFLICT (resolution, bucket, side, model) DO UPDATE SET
     prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
     generation_ms = excluded.generation_ms, latency_ms_sum = excluded.latency_ms_sum,
     latency_ms_max = excluded.latency_ms_max, cache_hits = excluded.cache_hits,
-    cache_misses = excluded.cache_misses
+    cache_misses = excluded.cache_misses, forwarded = excluded.forwarded
 """
 _UNITS = {"1m": "minute", "1h": "hour"}
 
@@ -173,6 +180,15 @@ class PostgresStore:
                             table,
                         )
                     await self._record(conn, 2, "timescaledb hypertables")
+            if 4 not in done:
+                # inference v2: requests served for another node (see store/base.py)
+                await conn.execute(
+                    "ALTER TABLE analytics_inference ADD COLUMN IF NOT EXISTS served_for text;"
+                    "ALTER TABLE analytics_inference_rollup ADD COLUMN IF NOT EXISTS "
+                    "forwarded bigint NOT NULL DEFAULT 0;"
+                    "DELETE FROM analytics_watermarks WHERE name = 'inference_rollup'"
+                )
+                await self._record(conn, 4, "served_for: forwarded requests counted once")
         self.timescale = await self._has_timescale(conn)
         if self.timescale:
             self.license = await conn.fetchval("SHOW timescaledb.license")
@@ -226,7 +242,7 @@ class PostgresStore:
                 e["version"],
                 _ts(e["occurred_at"]),
                 e["node_id"],
-                json.dumps(e["data"]),
+                orjson.dumps(e["data"]).decode(),
             )
             for e in events
         ]

@@ -9,13 +9,14 @@ event loop never waits on disk.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from inference_server.analytics.store.base import (
     EVENT_COLUMNS,
@@ -58,6 +59,14 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             latency_ms_max REAL NOT NULL, cache_hits INTEGER NOT NULL,
             cache_misses INTEGER NOT NULL, PRIMARY KEY (resolution, bucket, side, model));
         CREATE TABLE analytics_watermarks (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        """,
+    ),
+    (
+        2,
+        """
+        ALTER TABLE analytics_inference ADD COLUMN served_for TEXT;
+        ALTER TABLE analytics_inference_rollup ADD COLUMN forwarded INTEGER NOT NULL DEFAULT 0;
+        DELETE FROM analytics_watermarks WHERE name = 'inference_rollup';
         """,
     ),
 )
@@ -121,7 +130,7 @@ class SqliteStore:
                 e["version"],
                 e["occurred_at"],
                 e["node_id"],
-                json.dumps(e["data"]),
+                orjson.dumps(e["data"]).decode(),
             )
             for e in events
         ]
@@ -167,14 +176,15 @@ class SqliteStore:
 
     async def totals(self, since: float) -> WindowTotals:
         def query(db: sqlite3.Connection) -> WindowTotals:
-            row = db.execute(TOTALS_SQL.format(since="?"), (since,)).fetchone()
+            row = db.execute(TOTALS_SQL.format(since="?1"), (since,)).fetchone()
             return _totals(row)
 
         return await self._run(query)
 
     async def latency_at_rank(self, since: float, rank: int) -> float | None:
         def query(db: sqlite3.Connection) -> float | None:
-            row = db.execute(RANK_SQL.format(since="?", offset="?"), (since, rank - 1)).fetchone()
+            sql = RANK_SQL.format(since="?1", offset="?2")
+            row = db.execute(sql, (since, rank - 1)).fetchone()
             return None if row is None else float(row[0])
 
         return await self._run(query)
@@ -207,22 +217,37 @@ class SqliteStore:
 
 # ---------------------------------------------------------------------- SQL shared in shape
 # The PostgreSQL store formats the same statements with its own placeholders.
-TOTALS_SQL = """
-SELECT count(*),
-       coalesce(sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0),
-       coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
-       coalesce(sum(generation_ms), 0),
-       coalesce(sum(CASE WHEN side = 'edge' THEN 1 ELSE 0 END), 0),
-       coalesce(sum(CASE WHEN side = 'cloud' THEN 1 ELSE 0 END), 0),
-       coalesce(sum(CASE WHEN cache IN ('exact', 'semantic') THEN 1 ELSE 0 END), 0),
-       coalesce(sum(CASE WHEN cache = 'miss' THEN 1 ELSE 0 END), 0)
-FROM analytics_inference WHERE occurred_at >= {since}
+# A served_for event is a duplicate of a request when the node it names has events in the window.
+_WINDOW = """
+WITH w AS (
+    SELECT *, (served_for IS NOT NULL AND served_for IN (
+        SELECT DISTINCT node_id FROM analytics_inference WHERE occurred_at >= {since})) AS dup
+    FROM analytics_inference WHERE occurred_at >= {since})
 """
-RANK_SQL = """
-SELECT latency_ms FROM analytics_inference
-WHERE occurred_at >= {since} AND status < 400
+TOTALS_SQL = (
+    _WINDOW
+    + """
+SELECT coalesce(sum(CASE WHEN dup THEN 0 ELSE 1 END), 0),
+       coalesce(sum(CASE WHEN NOT dup AND status >= 400 THEN 1 ELSE 0 END), 0),
+       coalesce(sum(CASE WHEN dup THEN 0 ELSE prompt_tokens END), 0),
+       coalesce(sum(CASE WHEN dup THEN 0 ELSE completion_tokens END), 0),
+       coalesce(sum(generation_ms), 0),
+       coalesce(sum(CASE WHEN NOT dup AND side = 'edge' THEN 1 ELSE 0 END), 0),
+       coalesce(sum(CASE WHEN NOT dup AND side = 'cloud' THEN 1 ELSE 0 END), 0),
+       coalesce(sum(CASE WHEN NOT dup AND cache IN ('exact', 'semantic') THEN 1 ELSE 0 END), 0),
+       coalesce(sum(CASE WHEN NOT dup AND cache = 'miss' THEN 1 ELSE 0 END), 0),
+       coalesce(sum(CASE WHEN dup THEN 1 ELSE 0 END), 0),
+       coalesce(sum(CASE WHEN generation_ms > 0 THEN completion_tokens ELSE 0 END), 0)
+FROM w
+"""
+)
+RANK_SQL = (
+    _WINDOW
+    + """
+SELECT latency_ms FROM w WHERE NOT dup AND status < 400
 ORDER BY latency_ms LIMIT 1 OFFSET {offset}
 """
+)
 POWER_SQL = """
 SELECT occurred_at, watts FROM analytics_power
 WHERE occurred_at >= {since} AND kind = 'reading' AND watts IS NOT NULL
@@ -241,6 +266,8 @@ def _totals(row: Any) -> WindowTotals:
         cloud=int(row[6]),
         cache_hits=int(row[7]),
         cache_misses=int(row[8]),
+        forwarded=int(row[9]),
+        decode_tokens=int(row[10]),
     )
 
 
@@ -269,11 +296,16 @@ def _migrate(db: sqlite3.Connection) -> None:
 ROLLUP_SQL = """
 INSERT INTO analytics_inference_rollup
 SELECT ?, CAST(occurred_at / {width} AS INTEGER) * {width} AS b, side, model,
-       count(*), sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END),
-       sum(prompt_tokens), sum(completion_tokens), sum(generation_ms),
-       sum(latency_ms), max(latency_ms),
-       sum(CASE WHEN cache IN ('exact', 'semantic') THEN 1 ELSE 0 END),
-       sum(CASE WHEN cache = 'miss' THEN 1 ELSE 0 END)
+       sum(CASE WHEN served_for IS NULL THEN 1 ELSE 0 END),
+       sum(CASE WHEN served_for IS NULL AND status >= 400 THEN 1 ELSE 0 END),
+       sum(CASE WHEN served_for IS NULL THEN prompt_tokens ELSE 0 END),
+       sum(CASE WHEN served_for IS NULL THEN completion_tokens ELSE 0 END),
+       sum(CASE WHEN served_for IS NULL THEN generation_ms ELSE 0 END),
+       sum(CASE WHEN served_for IS NULL THEN latency_ms ELSE 0 END),
+       coalesce(max(CASE WHEN served_for IS NULL THEN latency_ms END), 0),
+       sum(CASE WHEN served_for IS NULL AND cache IN ('exact', 'semantic') THEN 1 ELSE 0 END),
+       sum(CASE WHEN served_for IS NULL AND cache = 'miss' THEN 1 ELSE 0 END),
+       sum(CASE WHEN served_for IS NULL THEN 0 ELSE 1 END)
 FROM analytics_inference
 WHERE CAST(occurred_at / {width} AS INTEGER) * {width} IN (
     SELECT DISTINCT CAST(occurred_at / {width} AS INTEGER) * {width}
@@ -284,7 +316,7 @@ ON CONFLICT (resolution, bucket, side, model) DO UPDATE SET
     prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
     generation_ms = excluded.generation_ms, latency_ms_sum = excluded.latency_ms_sum,
     latency_ms_max = excluded.latency_ms_max, cache_hits = excluded.cache_hits,
-    cache_misses = excluded.cache_misses
+    cache_misses = excluded.cache_misses, forwarded = excluded.forwarded
 """
 
 

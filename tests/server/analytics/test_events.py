@@ -17,6 +17,7 @@ from inference_server.analytics.events import (
     PowerEvent,
     RoutingEvent,
     envelope,
+    sink_topics,
     topic_name,
 )
 from inference_server.analytics.schema import EventSchemaError, schema, validate_event
@@ -45,7 +46,7 @@ def test_every_topic_has_a_sample_and_names_are_versioned() -> None:
     assert topic_name("prime_spark", "agent_task") == "prime_spark.agent_task.v1"
 
 
-ADDED_IN_V1: dict[str, set[str]] = {"inference": {"peer"}, "routing": {"peer"}}
+OPTIONAL: dict[str, set[str]] = {"inference": {"peer", "served_for"}, "routing": {"peer"}}
 
 
 @pytest.mark.parametrize("payload", SAMPLES, ids=lambda p: p.TYPE)
@@ -53,9 +54,9 @@ def test_dataclass_matches_schema_file(payload: Any) -> None:
     data_schema = schema(payload.TYPE, payload.VERSION)["properties"]["data"]
     fields = {f.name for f in dataclasses.fields(payload)}
     assert fields == set(data_schema["properties"])
-    # Fields added to a v1 topic after release stay optional, so older producers' events
+    # Fields added to a topic after release stay optional, so older producers' events
     # (the ingest route, a node not yet upgraded) still validate; everything else is required.
-    added = ADDED_IN_V1.get(payload.TYPE, set())
+    added = OPTIONAL.get(payload.TYPE, set())
     assert set(data_schema["required"]) == fields - added
     event = envelope(payload, node_id="n1")
     validate_event(event)
@@ -87,3 +88,37 @@ def test_events_without_the_added_peer_field_still_validate() -> None:
         event = envelope(payload, node_id="old-node")
         del event["data"]["peer"]
         validate_event(event)
+
+
+def test_older_inference_versions_are_still_accepted() -> None:
+    """v2 added ``served_for``; v1 events (an old spool, a node not yet upgraded) still pass,
+    each against its own schema file, and a version nobody wrote is refused."""
+    current = envelope(
+        InferenceEvent(
+            model="m", route="/v1/chat/completions", status=200, latency_ms=1.0, served_for="edge"
+        ),
+        node_id="cloud",
+    )
+    assert current["version"] == 2
+    validate_event(current)
+    old = {**current, "version": 1, "data": dict(current["data"])}
+    del old["data"]["served_for"]
+    validate_event(old)
+    old["data"]["served_for"] = "edge"  # not a v1 field
+    with pytest.raises(EventSchemaError, match=r"^inference\.v1: data: Additional properties"):
+        validate_event(old)
+    with pytest.raises(EventSchemaError, match=r"version 3 is not supported \(expected 1 or 2\)"):
+        validate_event({**current, "version": 3})
+    assert "prime_spark.inference.v1" in sink_topics("prime_spark")
+    assert "prime_spark.inference.v2" in sink_topics("prime_spark")
+
+
+def test_nan_and_infinity_are_refused_though_the_reference_validator_takes_them() -> None:
+    """They are not JSON: the sink (and anyone's consumer) could not read them back."""
+    for bad in (float("nan"), float("inf")):
+        event = envelope(
+            InferenceEvent(model="m", route="/v1/chat/completions", status=200, latency_ms=bad),
+            node_id="n1",
+        )
+        with pytest.raises(EventSchemaError, match=r"^inference\.v2: data/latency_ms: .*not JSON"):
+            validate_event(event)

@@ -19,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from inference_server.analytics import Analytics, EventSchemaError, InferenceEvent
-from inference_server.analytics.events import EVENT_TYPES, topic_name
+from inference_server.analytics.events import sink_topics, topic_name
 from inference_server.analytics.kafka import KafkaSink
 from inference_server.analytics.store.postgres import PostgresStore
 from inference_server.config import AnalyticsSettings
@@ -138,8 +138,9 @@ class CrashAfterInsert:
 
     async def insert(self, events: list[dict[str, Any]]) -> int:
         self.calls += 1
+        call = self.calls  # writes overlap: the counter may move on while this one awaits
         added = await self.store.insert(events)
-        if self.calls == self.crash_on:
+        if call == self.crash_on:
             self.crashed.set()
             await asyncio.Event().wait()  # hangs here until the task is cancelled ("killed")
         return added
@@ -160,7 +161,7 @@ async def test_sink_killed_resumes_from_committed_offsets_without_duplicates(
 
     store = PostgresStore(pg_dsn)
     await store.open()
-    topics = [topic_name(topic_prefix, t, v) for t, v in EVENT_TYPES.items()]
+    topics = sink_topics(topic_prefix)
     group = f"g-{uuid.uuid4().hex[:8]}"
     try:
         crashing = CrashAfterInsert(store, crash_on=2)
@@ -169,6 +170,9 @@ async def test_sink_killed_resumes_from_committed_offsets_without_duplicates(
         )  # type: ignore[arg-type]
         task = asyncio.create_task(first.run())
         await asyncio.wait_for(crashing.crashed.wait(), 30)
+        # Two writes are in flight at once: batch 1's offsets are committed once its write is
+        # done, in order, whatever batch 2 (hung) and batch 3 (written meanwhile) do.
+        await wait_for(lambda: _true(first.consumed > 0), 30, "batch 1's offsets")
         task.cancel()  # killed between the durable write and the offset commit
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -259,7 +263,7 @@ async def test_schema_violations_are_rejected_with_a_clear_error(
     await analytics.start()
     try:
         bad = InferenceEvent(model="m", route="/v1/x", status=200, latency_ms=-5)
-        with pytest.raises(EventSchemaError, match=r"inference\.v1: data/latency_ms: -5 is less"):
+        with pytest.raises(EventSchemaError, match=r"inference\.v2: data/latency_ms: -5 is less"):
             analytics.emit(bad)
         assert analytics.rejected["emit"] == 1
         # Someone else writes garbage and a schema-breaking event to our topic: the sink

@@ -188,3 +188,92 @@ async def test_plain_postgres_path_without_timescale(pg_dsn: str) -> None:
     finally:
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         await admin.close()
+
+
+def forwarded_pair(at: float) -> list[dict[str, Any]]:
+    """One client request the edge forwarded to the cloud: the edge's event (side cloud, the
+    latency its client saw) and the cloud's (the work, ``served_for`` the edge)."""
+    fields: dict[str, Any] = {"model": "gemma", "route": "/v1/chat/completions", "status": 200}
+    edge = InferenceEvent(
+        **fields, side="cloud", peer="cloud", prompt_tokens=5, completion_tokens=10, latency_ms=500
+    )
+    cloud = InferenceEvent(
+        **fields,
+        prompt_tokens=5,
+        completion_tokens=10,
+        latency_ms=400,
+        generation_ms=100,
+        served_for="edge-1",
+    )
+    return [
+        envelope(edge, node_id="edge-1", occurred_at=at),
+        envelope(cloud, node_id="cloud-1", occurred_at=at + 0.1),
+    ]
+
+
+async def test_a_forwarded_request_counts_once_and_its_work_where_it_was_done(
+    store: Store,
+) -> None:
+    await store.insert(forwarded_pair(T0 + 1))
+    s = await summarize(store, "1h", now=NOW)
+    assert s["requests"] == 1
+    assert s["forwarded_requests"] == 1
+    assert (s["prompt_tokens"], s["completion_tokens"]) == (5, 10)
+    assert s["cloud_share"] == 1.0 and s["edge_share"] == 0.0
+    assert s["latency_p50_ms"] == s["latency_p95_ms"] == 500  # what the client waited
+    assert s["tokens_per_second"] == 100.0  # the cloud's 10 tokens over its 100 ms
+    await store.rollup()
+    minutes = {(r.bucket, r.side): r for r in await store.rollups("1m", 0)}
+    assert minutes[(T0, "cloud")].requests == 1
+    assert (minutes[(T0, "edge")].requests, minutes[(T0, "edge")].forwarded) == (0, 1)
+    # An event of the old version (no served_for) from a node not yet upgraded still counts.
+    old = inference(T0 + 5, latency_ms=100)
+    old["version"] = 1
+    del old["data"]["served_for"]
+    await store.insert([old])
+    assert (await summarize(store, "1h", now=NOW))["requests"] == 2
+
+
+async def test_work_served_for_a_node_without_events_here_counts_as_a_request(
+    store: Store,
+) -> None:
+    """The cloud's own database (or an edge with analytics off): nobody else counts it."""
+    await store.insert(forwarded_pair(T0 + 1)[1:])
+    s = await summarize(store, "1h", now=NOW)
+    assert (s["requests"], s["forwarded_requests"], s["completion_tokens"]) == (1, 0, 10)
+    assert s["edge_share"] == 1.0
+
+
+async def test_a_database_of_the_previous_release_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A SQLite store made before served_for (migration 1 only, rolled up): the new migration
+    adds the columns, keeps the rows, and the next rollup recomputes every bucket."""
+    import sqlite3
+
+    from inference_server.analytics.store.sqlite import MIGRATIONS
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0][1])
+    db.execute("CREATE TABLE analytics_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
+    db.execute("INSERT INTO analytics_migrations VALUES (1, 0)")
+    db.execute(
+        "INSERT INTO analytics_inference (event_id, occurred_at, node_id, model, side, route, "
+        "status, prompt_tokens, completion_tokens, latency_ms, generation_ms, cache, stream) "
+        "VALUES ('e1', ?, 'n1', 'gemma', 'edge', '/v1/chat/completions', 200, 1, 2, 50, 20, "
+        "'none', 0)",
+        (T0 + 1,),
+    )
+    db.execute("INSERT INTO analytics_watermarks VALUES ('inference_rollup', 1)")
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.migrations() == [1, 2]
+        await store.insert(forwarded_pair(T0 + 2))
+        assert (await summarize(store, "1h", now=NOW))["requests"] == 2
+        assert (await store.rollup())["new_rows"] == 3
+        rows = {(r.side, r.requests, r.forwarded) for r in await store.rollups("1m", 0)}
+        assert rows == {("edge", 1, 1), ("cloud", 1, 0)}
+    finally:
+        await store.close()

@@ -15,6 +15,7 @@ import asyncio
 import json
 import sqlite3
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -206,6 +207,63 @@ def test_cloud_served_request_counts_as_cloud_in_the_summary(
     summary = _until(shares, "the summary to count the cloud request")
     assert summary["cloud_share"] > 0 and summary["edge_share"] > 0
     assert summary["cloud_share"] + summary["edge_share"] == pytest.approx(1.0)
+
+
+def _stream(proc: ServerProcess, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON chunks of a streamed call as the client sees them (``[DONE]`` must end it)."""
+    request = urllib.request.Request(
+        proc.url + path, data=json.dumps({**body, "stream": True}).encode(), method="POST"
+    )
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", f"Bearer {TOKENS['operator']}")
+    with urllib.request.urlopen(request, timeout=120) as response:
+        assert response.headers.get("x-prime-spark-peer") == "cloud"
+        data = [line[6:].strip() for line in response if line.startswith(b"data: ")]
+    assert data[-1] == b"[DONE]"
+    return [json.loads(chunk) for chunk in data[:-1]]
+
+
+def test_streamed_cloud_answers_record_the_peers_token_counts(
+    edge: ServerProcess, cloud: ServerProcess
+) -> None:
+    """The edge asks the peer for its usage chunk; the client sees it only when it asked."""
+    _set(edge, "/api/v1/routing", {"mode": "cloud_first"})
+    since = time.time()
+    try:
+        chat = {
+            "messages": [{"role": "user", "content": f"Count ({uuid.uuid4().hex[:6]})."}],
+            "max_tokens": 6,
+            "temperature": 0,
+        }
+        plain = _stream(edge, "/v1/chat/completions", chat)
+        asked = _stream(
+            edge,
+            "/v1/completions",
+            {"prompt": "One, two,", "max_tokens": 5, "stream_options": {"include_usage": True}},
+        )
+    finally:
+        _set(edge, "/api/v1/routing", {"mode": "edge_first"})
+    assert not any(c.get("usage") for c in plain), "usage the client did not ask for"
+    assert any(c["choices"] and c["choices"][0]["delta"].get("content") for c in plain)
+    usage = [c["usage"] for c in asked if c.get("usage")]
+    assert len(usage) == 1 and usage[0]["completion_tokens"] >= 1
+
+    def recorded(route: str) -> dict[str, Any]:
+        return _stored(
+            edge,
+            "inference",
+            lambda d: d["side"] == "cloud" and d["stream"] and d["route"] == route,
+            f"the streamed cloud inference on {route}",
+        )
+
+    for route in ("/v1/chat/completions", "/v1/completions"):
+        event = recorded(route)
+        assert event["occurred_at"] >= since
+        assert event["data"]["peer"] == "cloud"
+        assert event["data"]["prompt_tokens"] >= 1, event
+        assert event["data"]["completion_tokens"] >= 1, event
+    assert recorded("/v1/completions")["data"]["completion_tokens"] == usage[0]["completion_tokens"]
+    assert recorded("/v1/completions")["data"]["prompt_tokens"] == usage[0]["prompt_tokens"]
 
 
 def test_power_readings_and_mode_changes(edge: ServerProcess) -> None:
