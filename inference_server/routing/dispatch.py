@@ -357,7 +357,14 @@ async def _cloud(
         client_usage = _wants_usage(body)
         streamed = {**forward, "stream_options": {**_options(body), "include_usage": True}}
         try:
-            stream = await upstream.backend.stream(path, streamed)
+            try:
+                stream = await upstream.backend.stream(path, streamed)
+            except UpstreamRejected as err:
+                if "stream_options" in body or err.status not in {400, 422}:
+                    raise
+                # A strict peer that does not know the field refused the body we changed:
+                # ask again as the client asked (its tokens are then counted by text chunks).
+                stream = await upstream.backend.stream(path, forward)
         except UpstreamRejected as err:
             upstream.breaker.record_success()
             _outcome(node, upstream, "rejected")
