@@ -10,12 +10,14 @@ local: vectors from another model would not compare with this node's.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
+from inference_server.analytics.events import InferenceEvent
 from inference_server.backends.base import (
     FinishEvent,
     GenerationRequest,
@@ -54,6 +56,12 @@ class ChatOutput:
     peer: str | None = None
     reason: str | None = None
     """The router's reason (one of ``routing.router.REASONS``)."""
+    generation_seconds: float = 0.0
+    """Decode time on this node (0 for a cloud answer: the peer records its own)."""
+
+
+AGENT_ROUTE = "agents:llm"
+"""The ``route`` of an agent task's inference event (HTTP requests carry their URL path)."""
 
 
 async def chat(
@@ -73,6 +81,52 @@ async def chat(
     :class:`~inference_server.routing.dispatch.NoPeerAdmitted` when every peer's half-open
     probe was already out (the fallback policy is :func:`run_attempts`, shared with HTTP).
     """
+    started = time.perf_counter()
+    try:
+        out = await _routed_chat(
+            node, messages, model=model, max_tokens=max_tokens, temperature=temperature,
+            private=private,
+        )  # fmt: skip
+    except asyncio.CancelledError:
+        raise
+    except Exception as err:
+        status = 400 if isinstance(err, CloudRejectedError) else getattr(err, "status", 500)
+        _record(node, None, model, started, status if isinstance(status, int) else 500)
+        raise
+    _record(node, out, model, started, 200)
+    return out
+
+
+def _record(
+    node: Node, out: ChatOutput | None, model: str | None, started: float, status: int
+) -> None:
+    """The task's inference event: an agent's call has no HTTP request whose middleware would
+    record it, and a cloud peer marks the call ``served_for`` this node (it was forwarded), so
+    without this event a shared store would count it nowhere."""
+    node.emit_event(
+        InferenceEvent(
+            model=(out.model if out else None) or model or node.settings.models.default,
+            side="cloud" if out is not None and out.target == "cloud" else "edge",
+            route=AGENT_ROUTE,
+            status=status,
+            prompt_tokens=out.prompt_tokens if out else 0,
+            completion_tokens=out.completion_tokens if out else 0,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            generation_ms=round(out.generation_seconds * 1000, 3) if out else 0.0,
+            peer=out.peer if out else None,
+        )
+    )
+
+
+async def _routed_chat(
+    node: Node,
+    messages: list[dict[str, Any]],
+    *,
+    model: str | None,
+    max_tokens: int | None,
+    temperature: float,
+    private: bool,
+) -> ChatOutput:
     router = node.router
     if router is None:
         return await _local_chat(node, messages, model, max_tokens, temperature)
@@ -193,6 +247,7 @@ async def _local_chat(
         finish_reason=finish.finish_reason,
         prompt_tokens=finish.usage.prompt_tokens,
         completion_tokens=finish.usage.completion_tokens,
+        generation_seconds=finish.generation_seconds,
     )
 
 

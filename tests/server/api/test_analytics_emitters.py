@@ -354,6 +354,32 @@ def test_agent_task_lifecycle(edge: ServerProcess) -> None:
     assert done["data"]["attempt"] >= 1
 
 
+def test_agent_llm_tasks_record_an_inference_event(edge: ServerProcess) -> None:
+    """An agent's model call has no HTTP request to record it: the engine emits the event."""
+    task = submit(
+        edge,
+        capability="llm",
+        payload={"prompt": f"Name a fruit ({uuid.uuid4().hex[:6]}).", "max_tokens": 4,
+                 "temperature": 0},
+        wait=90,
+    )  # fmt: skip
+    assert task["state"] == "succeeded", task
+    usage = task["result"]["usage"]
+    event = _stored(
+        edge,
+        "inference",
+        lambda d: (
+            d["route"] == "agents:llm" and d["completion_tokens"] == usage["completion_tokens"]
+        ),
+        "the agent task's inference event",
+    )
+    assert event["data"]["status"] == 200
+    assert event["data"]["side"] == "edge"  # edge_first, and the edge is idle
+    assert event["data"]["prompt_tokens"] == usage["prompt_tokens"] > 0
+    assert event["data"]["generation_ms"] > 0
+    assert event["data"].get("served_for") is None
+
+
 def test_link_status(edge: ServerProcess) -> None:
     link = _stored(edge, "link", lambda d: True, "a link event")["data"]
     assert link["interface"] == "wg0"
