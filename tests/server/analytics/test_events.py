@@ -107,6 +107,14 @@ def test_older_inference_versions_are_still_accepted() -> None:
     old["data"]["served_for"] = "edge"  # not a v1 field
     with pytest.raises(EventSchemaError, match=r"^inference\.v1: data: Additional properties"):
         validate_event(old)
+    del old["data"]["served_for"]
+    # v1 set no maximum on token counts; a count the stores cannot hold would stall the sink.
+    for huge in (2**31, 10**30):
+        with pytest.raises(
+            EventSchemaError, match=r"^inference\.v1: data/prompt_tokens: .*2147483647"
+        ):
+            validate_event({**old, "data": {**old["data"], "prompt_tokens": huge}})
+    validate_event({**old, "data": {**old["data"], "prompt_tokens": 2**31 - 1}})
     with pytest.raises(EventSchemaError, match=r"version 3 is not supported \(expected 1 or 2\)"):
         validate_event({**current, "version": 3})
     assert "prime_spark.inference.v1" in sink_topics("prime_spark")
