@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,23 @@ class ServerProcess:
         content_type = got_headers.get("Content-Type", "")
         decoded: Any = json.loads(payload) if "json" in content_type else payload.decode()
         return status, got_headers, decoded
+
+
+def until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """Poll ``check`` until it returns something truthy (returned), or fail naming ``what``."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def first_peer_reachable(proc: ServerProcess) -> bool:
+    """Whether the node's first routing peer passed a health check (its routing status)."""
+    status, _, body = proc.request("GET", "/api/v1/routing", token=TOKENS["reader"])
+    return status == 200 and body["peers"][0]["reachable"] is True

@@ -33,7 +33,7 @@ from tests.server.analytics.conftest import (  # noqa: F401 - fixtures
     topic_prefix,
 )
 from tests.server.api.conftest import MakeServer
-from tests.server.server_process import TOKENS, ServerProcess
+from tests.server.server_process import TOKENS, ServerProcess, first_peer_reachable, until
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 PMIC = FIXTURES / "pmic_read_adc_pi5.txt"
@@ -83,28 +83,12 @@ def edge(
         },
         name="emit-edge",
     ).start()
-    _until(lambda: _peer_reachable(proc), "the first peer health check")
+    until(lambda: first_peer_reachable(proc), "the first peer health check")
     yield proc
     proc.stop()
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def _until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def _peer_reachable(edge: ServerProcess) -> bool:
-    status, _, body = edge.request("GET", "/api/v1/routing", token=TOKENS["reader"])
-    return status == 200 and body["peers"][0]["reachable"] is True
 
 
 def _events(proc: ServerProcess, type_: str) -> list[dict[str, Any]]:
@@ -138,7 +122,7 @@ def _stored(
     proc: ServerProcess, type_: str, match: Callable[[dict[str, Any]], bool], what: str
 ) -> dict[str, Any]:
     """The first stored event of ``type_`` whose data matches; checked against its schema."""
-    event = _until(lambda: next((e for e in _events(proc, type_) if match(e["data"])), None), what)
+    event = until(lambda: next((e for e in _events(proc, type_) if match(e["data"])), None), what)
     validate_event(event)
     return event  # type: ignore[no-any-return]
 
@@ -204,7 +188,7 @@ def test_cloud_served_request_counts_as_cloud_in_the_summary(
         assert status == 200, body
         return body if body["requests"] >= 2 and body["cloud_share"] else None
 
-    summary = _until(shares, "the summary to count the cloud request")
+    summary = until(shares, "the summary to count the cloud request")
     assert summary["cloud_share"] > 0 and summary["edge_share"] > 0
     assert summary["cloud_share"] + summary["edge_share"] == pytest.approx(1.0)
 
@@ -294,7 +278,7 @@ def test_power_readings_and_mode_changes(edge: ServerProcess) -> None:
         return body if body["energy_wh"] is not None else None
 
     _chat(edge)
-    summary = _until(energy, "energy from two readings", timeout=45)
+    summary = until(energy, "energy from two readings", timeout=45)
     assert summary["energy_wh"] > 0
     assert summary["energy_per_request_wh"] is not None
 
@@ -345,10 +329,10 @@ def test_agent_task_lifecycle(edge: ServerProcess) -> None:
             if e["data"]["task_id"] == task_id
         ]
 
-    _until(lambda: "succeeded" in states(ok["id"]), "the success event")
+    until(lambda: "succeeded" in states(ok["id"]), "the success event")
     assert states(ok["id"])[:1] == ["queued"]
     assert "started" in states(ok["id"])
-    _until(lambda: "dead_lettered" in states(poison["id"]), "the dead-letter event")
+    until(lambda: "dead_lettered" in states(poison["id"]), "the dead-letter event")
     assert "retried" in states(poison["id"])
     done = _stored(edge, "agent_task", lambda d: d["task_id"] == ok["id"], "a stored task event")
     assert done["data"]["attempt"] >= 1
@@ -435,7 +419,7 @@ def test_subsystem_events_through_kafka_into_postgres(
             )
             return got if done else None
 
-        got = _until(topics, "every topic in PostgreSQL", timeout=120)
+        got = until(topics, "every topic in PostgreSQL", timeout=120)
         assert any(d["decision"] == "edge" and d["mode"] == "edge_first" for d in got["routing"])
         assert any(d["kind"] == "mode_change" and d["mode"] == "performance" for d in got["power"])
         assert any(d["operation"] == "set" and d["tier"] == "hot" for d in got["memory"])
@@ -466,7 +450,7 @@ def test_subsystems_work_unchanged_with_analytics_off(
         name="emit-off",
     ).start()
     try:
-        _until(lambda: _peer_reachable(node), "the first peer health check")
+        until(lambda: first_peer_reachable(node), "the first peer health check")
         assert _chat(node).get("x-prime-spark-peer") == "cloud"
         _set(node, "/api/v1/power", {"mode": "power_save"})
         for key in ("a", "b", "a"):

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -22,7 +21,7 @@ import pytest
 
 from tests.server.analytics.conftest import pg_dsn  # noqa: F401 - fixture
 from tests.server.api.conftest import MakeServer
-from tests.server.server_process import TOKENS, ServerProcess
+from tests.server.server_process import TOKENS, ServerProcess, first_peer_reachable, until
 
 CHAT = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 5, "temperature": 0}
 
@@ -83,25 +82,9 @@ def edge(make_server: MakeServer, cloud: ServerProcess, shared_dsn: str) -> Iter
         },
         name="fwd-edge",
     ).start()
-    _until(lambda: _reachable(proc), "the first peer health check")
+    until(lambda: first_peer_reachable(proc), "the first peer health check", timeout=90)
     yield proc
     proc.stop()
-
-
-def _until(check: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def _reachable(edge: ServerProcess) -> bool:
-    status, _, body = edge.request("GET", "/api/v1/routing", token=TOKENS["reader"])
-    return status == 200 and body["peers"][0]["reachable"] is True
 
 
 def _rows(dsn: str) -> list[dict[str, Any]]:
@@ -153,7 +136,9 @@ def test_a_forwarded_request_is_counted_once_in_a_shared_database(
     status, _, _ = cloud.request("POST", "/v1/chat/completions", CHAT)  # the cloud's own client
     assert status == 200
 
-    rows = _until(lambda: (r := _rows(shared_dsn)) and len(r) >= 5 and r, "five inference rows")
+    rows = until(
+        lambda: (r := _rows(shared_dsn)) and len(r) >= 5 and r, "five inference rows", timeout=90
+    )
     assert len(rows) == 5
     assert {r["version"] for r in rows} == {2}
     by_edge = [r for r in rows if r["node_id"] == "edge-node"]

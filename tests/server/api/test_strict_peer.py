@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +18,13 @@ import pytest
 from aiohttp import web
 
 from tests.server.api.conftest import MakeServer
-from tests.server.server_process import TOKENS, ServerProcess, free_port
+from tests.server.server_process import (
+    TOKENS,
+    ServerProcess,
+    first_peer_reachable,
+    free_port,
+    until,
+)
 
 
 class StrictPeer:
@@ -97,13 +102,7 @@ def edge(make_server: MakeServer, strict_peer: StrictPeer) -> Iterator[ServerPro
         },
         name="edge-strict",
     ).start()
-    deadline = time.monotonic() + 30
-    while True:
-        _, _, status = proc.request("GET", "/api/v1/routing", token=TOKENS["reader"])
-        if status["peers"][0]["reachable"] is True:
-            break
-        assert time.monotonic() < deadline, "the strict peer never became reachable"
-        time.sleep(0.2)
+    until(lambda: first_peer_reachable(proc), "the strict peer's first health check")
     yield proc
     proc.stop()
 
