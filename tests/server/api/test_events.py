@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -86,3 +88,19 @@ async def test_stop_with_an_open_stream_is_prompt(make_server: MakeServer) -> No
     assert proc.process is not None
     assert proc.process.returncode == 0, proc.log()
     assert elapsed < 10, f"stop took {elapsed:.1f} s"
+
+
+def test_the_document_names_every_event_type_the_stream_sends() -> None:
+    """Each ``publish("<type>", ...)`` in the server reaches /api/v1/events; the OpenAPI enum is
+    what clients (and schemathesis) hold the stream to. The fuzzer found agent_task missing."""
+    package = Path(__file__).resolve().parents[3] / "inference_server"
+    published = {
+        match
+        for path in package.rglob("*.py")
+        for match in re.findall(r'\.publish\(\s*"([a-z_]+)"', path.read_text(encoding="utf-8"))
+    }
+    document = json.loads((package / "api" / "openapi.json").read_text(encoding="utf-8"))
+    stream = document["paths"]["/api/v1/events"]["get"]["responses"]["200"]["content"]
+    documented = set(stream["text/event-stream"]["schema"]["properties"]["event"]["enum"])
+    assert published <= documented, published - documented
+    assert documented == published | {"resync"}  # resync is written by the route itself
