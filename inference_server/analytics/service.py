@@ -61,10 +61,12 @@ themselves; 50 ms turns it into at most twenty batches a second whatever the rat
 never wait for it (``emit`` only queues), and ``stop`` still flushes whatever is queued.
 """
 DELIVERY_PAUSE_SECONDS = 0.2
-"""After a batch smaller than :data:`BATCH_EVENTS`, the delivery loop waits this long before
-reading the spool again, for the same reason: each delivery is a read, a store transaction (or
-a Kafka send) and a cursor rename, which must not happen per event under load. A backlog (full
-batches) is still drained back to back."""
+"""When less than a full batch (:data:`BATCH_EVENTS`) is left in the spool after a delivery,
+the delivery loop waits this long before reading it again, for the same reason: each delivery
+is a read, a store transaction (or a Kafka send) and a cursor rename, which must not happen per
+event under load. A backlog is drained back to back: the test is the spool's backlog, not the
+size of the batch just sent, which a read's byte limit also cuts (pausing after those cut the
+producer to a third of its rate, bench/RESULTS.md)."""
 
 HealthSampler = Callable[[], NodeHealthEvent]
 
@@ -274,7 +276,7 @@ class Analytics:
             self.delivered += len(batch.records)
             self.skipped += batch.skipped
             self.spool.commit(batch)
-            if len(batch.records) < BATCH_EVENTS:
+            if self.spool.backlog < BATCH_EVENTS:
                 await asyncio.sleep(DELIVERY_PAUSE_SECONDS)
 
     async def _reopen_store(self) -> None:
