@@ -199,3 +199,15 @@ def first_peer_reachable(proc: ServerProcess) -> bool:
     """Whether the node's first routing peer passed a health check (its routing status)."""
     status, _, body = proc.request("GET", "/api/v1/routing", token=TOKENS["reader"])
     return status == 200 and body["peers"][0]["reachable"] is True
+
+
+def peer_settings(peer: ServerProcess, name: str = "cloud") -> dict[str, Any]:
+    """``routing.peers`` entry for a second server as the cloud peer: operator token, a short
+    connect timeout (a killed peer fails fast) and a long first byte (the model may be cold)."""
+    return {
+        "name": name,
+        "url": peer.url,
+        "token": TOKENS["operator"],
+        "connect_timeout": 1,
+        "first_byte_timeout": 60,
+    }

@@ -15,7 +15,7 @@ import pytest
 
 from tests.server.agents.conftest import submit
 from tests.server.api.conftest import MakeServer
-from tests.server.server_process import TOKENS, ServerProcess
+from tests.server.server_process import TOKENS, ServerProcess, peer_settings
 
 PROMPT = {"prompt": "Say hi.", "max_tokens": 4, "temperature": 0}
 
@@ -33,15 +33,7 @@ def edge(make_server: MakeServer, cloud: ServerProcess) -> Iterator[ServerProces
         {
             "routing": {
                 "mode": "cloud_first",
-                "peers": [
-                    {
-                        "name": "cloud",
-                        "url": cloud.url,
-                        "token": TOKENS["operator"],
-                        "connect_timeout": 1,
-                        "first_byte_timeout": 60,
-                    }
-                ],
+                "peers": [peer_settings(cloud)],
                 "health_interval": 0.5,
             },
         },

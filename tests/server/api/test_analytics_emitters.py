@@ -33,7 +33,13 @@ from tests.server.analytics.conftest import (  # noqa: F401 - fixtures
     topic_prefix,
 )
 from tests.server.api.conftest import MakeServer
-from tests.server.server_process import TOKENS, ServerProcess, first_peer_reachable, until
+from tests.server.server_process import (
+    TOKENS,
+    ServerProcess,
+    first_peer_reachable,
+    peer_settings,
+    until,
+)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 PMIC = FIXTURES / "pmic_read_adc_pi5.txt"
@@ -65,15 +71,7 @@ def edge(
             "models": {"slots": 2},
             "routing": {
                 "mode": "edge_first",
-                "peers": [
-                    {
-                        "name": "cloud",
-                        "url": cloud.url,
-                        "token": TOKENS["operator"],
-                        "connect_timeout": 1,
-                        "first_byte_timeout": 60,
-                    }
-                ],
+                "peers": [peer_settings(cloud)],
                 "health_interval": 0.5,
             },
             "power": {"pmic_command": vcgencmd},

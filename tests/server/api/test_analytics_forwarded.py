@@ -21,7 +21,13 @@ import pytest
 
 from tests.server.analytics.conftest import pg_dsn  # noqa: F401 - fixture
 from tests.server.api.conftest import MakeServer
-from tests.server.server_process import TOKENS, ServerProcess, first_peer_reachable, until
+from tests.server.server_process import (
+    TOKENS,
+    ServerProcess,
+    first_peer_reachable,
+    peer_settings,
+    until,
+)
 
 CHAT = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 5, "temperature": 0}
 
@@ -68,15 +74,7 @@ def edge(make_server: MakeServer, cloud: ServerProcess, shared_dsn: str) -> Iter
             "server": {"node_id": "edge-node"},
             "routing": {
                 "mode": "cloud_first",
-                "peers": [
-                    {
-                        "name": "cloud",
-                        "url": cloud.url,
-                        "token": TOKENS["operator"],
-                        "connect_timeout": 1,
-                        "first_byte_timeout": 60,
-                    }
-                ],
+                "peers": [peer_settings(cloud)],
                 "health_interval": 0.5,
             },
         },

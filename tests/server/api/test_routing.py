@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.server.api.conftest import MakeServer
-from tests.server.server_process import TOKENS, ServerProcess
+from tests.server.server_process import TOKENS, ServerProcess, peer_settings
 
 CHAT = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, "temperature": 0}
 ROUTE = "x-prime-spark-route"
@@ -56,15 +56,7 @@ def edge(make_server: MakeServer, cloud: ServerProcess) -> Iterator[ServerProces
             "memory": {"cache_enabled": False},
             "routing": {
                 "mode": "edge_first",
-                "peers": [
-                    {
-                        "name": "cloud",
-                        "url": cloud.url,
-                        "token": TOKENS["operator"],
-                        "connect_timeout": 1,
-                        "first_byte_timeout": 60,
-                    }
-                ],
+                "peers": [peer_settings(cloud)],
                 "health_interval": 0.5,
                 "failure_threshold": 2,
                 "cooldown": 5,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.server.server_process import TOKENS, ServerProcess
+from tests.server.server_process import TOKENS, ServerProcess, peer_settings
 
 MODELS = {"context_size": 512, "max_tokens_default": 8, "slots": 2}
 CACHE = "x-prime-spark-cache"
@@ -47,8 +47,7 @@ def edge(
     seed_embedding: Callable[[Path], None],
     cloud: ServerProcess,
 ) -> Iterator[ServerProcess]:
-    peer = {"name": "cloud", "url": cloud.url, "token": TOKENS["operator"],
-            "connect_timeout": 1, "first_byte_timeout": 60}  # fmt: skip
+    peer = peer_settings(cloud)
     proc = ServerProcess(
         tmp_path_factory.mktemp("edge"),
         {"models": MODELS, "memory": {"cache_ttl_seconds": 3600},
