@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -211,3 +212,28 @@ def peer_settings(peer: ServerProcess, name: str = "cloud") -> dict[str, Any]:
         "connect_timeout": 1,
         "first_byte_timeout": 60,
     }
+
+
+def first_peer(proc: ServerProcess) -> dict[str, Any]:
+    """The node's first routing peer as its routing status shows it."""
+    status, _, body = proc.request("GET", "/api/v1/routing", token=TOKENS["reader"])
+    assert status == 200, body
+    return body["peers"][0]  # type: ignore[no-any-return]
+
+
+_REQUESTS_TOTAL = re.compile(
+    r"^prime_spark_http_requests_total\{([^}]*)\} ([0-9.e+]+)$", re.MULTILINE
+)
+
+
+def requests_served(proc: ServerProcess, route: str = "/v1/chat/completions", **labels: str) -> int:
+    """Requests the node answered on ``route`` (and ``labels``), from its Prometheus counter."""
+    _, _, text = proc.request("GET", "/metrics", token=TOKENS["reader"])
+    wanted = [f'route="{route}"', *(f'{k}="{v}"' for k, v in labels.items())]
+    return int(
+        sum(
+            float(value)
+            for found, value in _REQUESTS_TOTAL.findall(text)
+            if all(w in found for w in wanted)
+        )
+    )

@@ -6,16 +6,20 @@ What the cloud served is read from the cloud's own ``/metrics`` (its HTTP reques
 
 from __future__ import annotations
 
-import re
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from tests.server.agents.conftest import submit
 from tests.server.api.conftest import MakeServer
-from tests.server.server_process import TOKENS, ServerProcess, peer_settings
+from tests.server.server_process import (
+    TOKENS,
+    ServerProcess,
+    first_peer,
+    peer_settings,
+    requests_served,
+    until,
+)
 
 PROMPT = {"prompt": "Say hi.", "max_tokens": 4, "temperature": 0}
 
@@ -39,31 +43,9 @@ def edge(make_server: MakeServer, cloud: ServerProcess) -> Iterator[ServerProces
         },
         name="agents-edge",
     ).start()
-    deadline = time.monotonic() + 60
-    while _peer(proc)["reachable"] is not True:
-        assert time.monotonic() < deadline, "the cloud peer never became reachable"
-        time.sleep(0.1)
+    until(lambda: first_peer(proc)["reachable"] is True, "the cloud peer to become reachable")
     yield proc
     proc.stop()
-
-
-def _peer(edge: ServerProcess) -> dict[str, Any]:
-    status, _, body = edge.request("GET", "/api/v1/routing", token=TOKENS["reader"])
-    assert status == 200, body
-    return body["peers"][0]  # type: ignore[no-any-return]
-
-
-def _served(proc: ServerProcess) -> int:
-    """Chat requests the node answered over HTTP, from its own Prometheus counter."""
-    _, _, text = proc.request("GET", "/metrics", token=TOKENS["reader"])
-    pattern = re.compile(r"^prime_spark_http_requests_total\{([^}]*)\} ([0-9.e+]+)$", re.MULTILINE)
-    return int(
-        sum(
-            float(value)
-            for labels, value in pattern.findall(text)
-            if 'route="/v1/chat/completions"' in labels and 'method="POST"' in labels
-        )
-    )
 
 
 def _decisions(proc: ServerProcess, reason: str) -> float:
@@ -78,7 +60,10 @@ def _decisions(proc: ServerProcess, reason: str) -> float:
 def test_cloud_first_llm_task_is_served_by_the_cloud(
     edge: ServerProcess, cloud: ServerProcess
 ) -> None:
-    cloud_before, edge_before = _served(cloud), _served(edge)
+    cloud_before, edge_before = (
+        requests_served(cloud, method="POST"),
+        requests_served(edge, method="POST"),
+    )
     decided_before = _decisions(edge, "cloud: cloud first")
     task = submit(edge, capability="llm", payload=PROMPT, wait=90)
     assert task["state"] == "succeeded", task
@@ -90,25 +75,27 @@ def test_cloud_first_llm_task_is_served_by_the_cloud(
         "reason": "cloud: cloud first",
     }
     assert task["result"]["text"]
-    assert _served(cloud) == cloud_before + 1  # the cloud's own counter
-    assert _served(edge) == edge_before  # the agent did not go through the edge's HTTP API
+    assert requests_served(cloud, method="POST") == cloud_before + 1  # the cloud's own counter
+    assert (
+        requests_served(edge, method="POST") == edge_before
+    )  # the agent did not go through the edge's HTTP API
     assert _decisions(edge, "cloud: cloud first") == decided_before + 1
 
 
 def test_private_llm_task_stays_on_the_edge(edge: ServerProcess, cloud: ServerProcess) -> None:
-    cloud_before = _served(cloud)
+    cloud_before = requests_served(cloud, method="POST")
     task = submit(edge, capability="llm", payload={**PROMPT, "private": True}, wait=90)
     assert task["state"] == "succeeded", task
     assert task["result"]["route"] == {"target": "edge", "peer": None, "reason": "edge: private"}
     assert task["result"]["usage"]["completion_tokens"] >= 1
-    assert _served(cloud) == cloud_before
+    assert requests_served(cloud, method="POST") == cloud_before
 
 
 def test_private_header_on_submit_makes_the_task_private(
     edge: ServerProcess, cloud: ServerProcess
 ) -> None:
     """Decided where the caller is known, as for HTTP: the header works on a task submit too."""
-    cloud_before = _served(cloud)
+    cloud_before = requests_served(cloud, method="POST")
     status, _, task = edge.request(
         "POST",
         "/api/v1/agents/tasks",
@@ -118,7 +105,7 @@ def test_private_header_on_submit_makes_the_task_private(
     assert status == 200, task
     assert task["state"] == "succeeded", task
     assert task["result"]["route"]["reason"] == "edge: private"
-    assert _served(cloud) == cloud_before
+    assert requests_served(cloud, method="POST") == cloud_before
 
 
 def test_private_must_be_a_boolean(edge: ServerProcess) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,7 +20,14 @@ from typing import Any
 import pytest
 
 from tests.server.api.conftest import MakeServer
-from tests.server.server_process import TOKENS, ServerProcess, peer_settings
+from tests.server.server_process import (
+    TOKENS,
+    ServerProcess,
+    first_peer,
+    peer_settings,
+    requests_served,
+    until,
+)
 
 CHAT = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, "temperature": 0}
 ROUTE = "x-prime-spark-route"
@@ -64,7 +70,7 @@ def edge(make_server: MakeServer, cloud: ServerProcess) -> Iterator[ServerProces
         },
         name="edge",
     ).start()
-    _wait_for(lambda: _peer(proc)["reachable"] is True, "the first health check")
+    until(lambda: first_peer(proc)["reachable"] is True, "the first health check")
     yield proc
     proc.stop()
 
@@ -79,7 +85,7 @@ def _reset(request: pytest.FixtureRequest) -> Iterator[None]:
         if cloud.process is None or cloud.process.poll() is not None:
             cloud.start()
         _set(edge, routing="edge_first", power="balanced")
-        _wait_for(lambda: _peer(edge)["breaker"] == "closed", "the breaker to close")
+        until(lambda: first_peer(edge)["breaker"] == "closed", "the breaker to close")
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -94,21 +100,6 @@ def _rewrite_settings(proc: ServerProcess, extra: dict[str, Any]) -> None:
     proc.config_path.write_text(yaml.safe_dump(data))
 
 
-def _wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _peer(edge: ServerProcess) -> dict[str, Any]:
-    status, _, body = edge.request("GET", "/api/v1/routing", token=TOKENS["reader"])
-    assert status == 200
-    return body["peers"][0]  # type: ignore[no-any-return]
-
-
 def _set(edge: ServerProcess, *, routing: str | None = None, power: str | None = None) -> None:
     if routing is not None:
         status, _, body = edge.request(
@@ -120,17 +111,6 @@ def _set(edge: ServerProcess, *, routing: str | None = None, power: str | None =
             "PUT", "/api/v1/power", {"mode": power}, token=TOKENS["operator"]
         )
         assert status == 200, body
-
-
-def _served(proc: ServerProcess, route: str = "/v1/chat/completions") -> int:
-    """Requests the node answered on ``route``, from its own Prometheus counter."""
-    _, _, text = proc.request("GET", "/metrics", token=TOKENS["reader"])
-    total = 0.0
-    pattern = re.compile(r"^prime_spark_http_requests_total\{([^}]*)\} ([0-9.e+]+)$", re.MULTILINE)
-    for labels, value in pattern.findall(text):
-        if f'route="{route}"' in labels and 'method="POST"' in labels:
-            total += float(value)
-    return int(total)
 
 
 def _chat(
@@ -163,20 +143,20 @@ def _stream(
 
 
 def test_edge_first_serves_on_the_edge(edge: ServerProcess, cloud: ServerProcess) -> None:
-    before = _served(cloud)
+    before = requests_served(cloud, method="POST")
     status, headers, body = _chat(edge)
     assert status == 200, body
     assert _header(headers, ROUTE) == "edge: edge first"
     assert _header(headers, "x-prime-spark-peer") is None
     assert body["usage"]["completion_tokens"] >= 1
-    assert _served(cloud) == before
+    assert requests_served(cloud, method="POST") == before
 
 
 def test_cloud_first_serves_on_the_cloud_with_usage(
     edge: ServerProcess, cloud: ServerProcess
 ) -> None:
     _set(edge, routing="cloud_first")
-    before = _served(cloud)
+    before = requests_served(cloud, method="POST")
     status, headers, body = _chat(edge)
     assert status == 200, body
     assert _header(headers, ROUTE) == "cloud: cloud first"
@@ -184,7 +164,7 @@ def test_cloud_first_serves_on_the_cloud_with_usage(
     assert body["object"] == "chat.completion"
     assert body["usage"]["prompt_tokens"] > 0  # the peer's usage comes back as it counted it
     assert body["system_fingerprint"].endswith(_node_id(cloud))
-    assert _served(cloud) == before + 1
+    assert requests_served(cloud, method="POST") == before + 1
     routing = edge.request("GET", "/api/v1/routing", token=TOKENS["reader"])[2]
     assert routing["last_decision"]["reason"] == "cloud: cloud first"
     assert routing["decisions"]["cloud"] >= 1
@@ -192,12 +172,12 @@ def test_cloud_first_serves_on_the_cloud_with_usage(
 
 def test_cloud_first_embeddings_and_streams(edge: ServerProcess, cloud: ServerProcess) -> None:
     _set(edge, routing="cloud_first")
-    before = _served(cloud, "/v1/embeddings")
+    before = requests_served(cloud, "/v1/embeddings", method="POST")
     status, headers, body = edge.request("POST", "/v1/embeddings", {"input": ["a", "b"]})
     assert status == 200, body
     assert _header(headers, ROUTE) == "cloud: cloud first"
     assert len(body["data"]) == 2
-    assert _served(cloud, "/v1/embeddings") == before + 1
+    assert requests_served(cloud, "/v1/embeddings", method="POST") == before + 1
 
     lines = list(
         _stream(
@@ -249,8 +229,8 @@ def test_mode_change_is_validated_and_needs_operator(edge: ServerProcess) -> Non
 
 def test_private_requests_never_reach_the_cloud(edge: ServerProcess, cloud: ServerProcess) -> None:
     _set(edge, routing="cloud_first")
-    chat_before = _served(cloud)
-    embed_before = _served(cloud, "/v1/embeddings")
+    chat_before = requests_served(cloud, method="POST")
+    embed_before = requests_served(cloud, "/v1/embeddings", method="POST")
     status, headers, _ = _chat(edge, {**CHAT, "private": True})
     assert status == 200
     assert _header(headers, ROUTE) == "edge: private"
@@ -270,12 +250,12 @@ def test_private_requests_never_reach_the_cloud(edge: ServerProcess, cloud: Serv
     assert body["error"]["code"] == "model_not_on_edge"
     assert "private requests never leave this node" in body["error"]["message"]
     assert _header(headers, ROUTE) == "refused: private, model only on cloud"
-    assert _served(cloud) == chat_before
-    assert _served(cloud, "/v1/embeddings") == embed_before
+    assert requests_served(cloud, method="POST") == chat_before
+    assert requests_served(cloud, "/v1/embeddings", method="POST") == embed_before
     # Not private: the same mode sends it to the cloud.
     status, headers, _ = _chat(edge, {**CHAT, "private": False})
     assert _header(headers, ROUTE) == "cloud: cloud first"
-    assert _served(cloud) == chat_before + 1
+    assert requests_served(cloud, method="POST") == chat_before + 1
 
 
 def test_bad_private_flags_are_400(edge: ServerProcess) -> None:
@@ -290,12 +270,12 @@ def test_bad_private_flags_are_400(edge: ServerProcess) -> None:
 def test_model_only_the_cloud_has_goes_to_the_cloud(
     edge: ServerProcess, cloud: ServerProcess
 ) -> None:
-    before = _served(cloud)
+    before = requests_served(cloud, method="POST")
     status, headers, body = _chat(edge, {**CHAT, "model": CLOUD_ONLY})
     assert status == 200, body
     assert _header(headers, ROUTE) == "cloud: model only on cloud"
     assert body["model"] == CLOUD_ONLY
-    assert _served(cloud) == before + 1
+    assert requests_served(cloud, method="POST") == before + 1
     status, _, body = _chat(edge, {**CHAT, "model": "no-such-model"})
     assert status == 404  # neither side has it: the edge's own answer
 
@@ -328,16 +308,16 @@ def test_cloud_killed_during_load_falls_back_and_breaker_recovers(
     reasons = {_header(headers, ROUTE) for _, headers, _ in results}
     assert reasons <= {"cloud: cloud first", "edge: cloud failed", "edge: cloud breaker open"}
     assert reasons & {"edge: cloud failed", "edge: cloud breaker open"}
-    _wait_for(lambda: _peer(edge)["breaker"] == "open", "the breaker to open", timeout=10)
+    until(lambda: first_peer(edge)["breaker"] == "open", "the breaker to open", timeout=10)
     status, headers, _ = _chat(edge, body)  # no timeout paid while open
     assert status == 200
     assert _header(headers, ROUTE) == "edge: cloud breaker open"
-    peer = _peer(edge)
+    peer = first_peer(edge)
     assert peer["reachable"] is False
     assert peer["last_error"]
 
     cloud.start()  # the same port: the cloud is back
-    _wait_for(lambda: _peer(edge)["breaker"] == "closed", "the half-open probe to close it")
+    until(lambda: first_peer(edge)["breaker"] == "closed", "the half-open probe to close it")
     status, headers, _ = _chat(edge, body)
     assert status == 200
     assert _header(headers, ROUTE) == "cloud: cloud first"
@@ -449,7 +429,7 @@ def test_modes_survive_a_restart(edge: ServerProcess) -> None:
     _set(edge, routing="balanced", power="power_save")
     edge.stop()
     edge.start()
-    _wait_for(lambda: _peer(edge)["reachable"] is True, "the first health check")
+    until(lambda: first_peer(edge)["reachable"] is True, "the first health check")
     status = _status(edge)
     assert status["routing"]["mode"] == "balanced"
     assert status["power"]["mode"] == "power_save"

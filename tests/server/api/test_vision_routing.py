@@ -10,8 +10,6 @@ that sorts first at equal size, to show critical mode serving only the smallest 
 from __future__ import annotations
 
 import os
-import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from skimage import data as skdata
 
 from tests.server.api.conftest import MakeServer
 from tests.server.api.test_http_contract import assert_matches_contract
-from tests.server.server_process import TOKENS, ServerProcess
+from tests.server.server_process import TOKENS, ServerProcess, first_peer, requests_served, until
 
 DETECT = "/api/v1/vision/detect"
 PRIVATE = {"X-Prime-Spark-Private": "true"}
@@ -67,7 +65,7 @@ def blind(make_server: MakeServer, cloud: ServerProcess) -> Iterator[ServerProce
     proc = make_server(
         {"vision": {"backend": "hailo"}, "routing": _peer_settings(cloud)}, name="vblind"
     ).start()
-    _wait_for(lambda: _peer(proc)["reachable"] is True, "the first health check")
+    until(lambda: first_peer(proc)["reachable"] is True, "the first health check")
     yield proc
     proc.stop()
 
@@ -83,7 +81,7 @@ def sighted(
     os.link(seed_data_dir(proc.data_dir), extra / f"{SMALLEST}.gguf")
     _rewrite_models(proc, [str(extra)])
     proc.start()
-    _wait_for(lambda: _peer(proc)["reachable"] is True, "the first health check")
+    until(lambda: first_peer(proc)["reachable"] is True, "the first health check")
     yield proc
     _set_power(proc, "balanced")
     proc.stop()
@@ -105,21 +103,6 @@ def _rewrite_models(proc: ServerProcess, paths: list[str]) -> None:
     proc.config_path.write_text(yaml.safe_dump(data))
 
 
-def _wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _peer(edge: ServerProcess) -> dict[str, Any]:
-    status, _, body = edge.request("GET", "/api/v1/routing", token=TOKENS["reader"])
-    assert status == 200
-    return body["peers"][0]  # type: ignore[no-any-return]
-
-
 def _set_power(edge: ServerProcess, mode: str) -> None:
     status, _, body = edge.request("PUT", "/api/v1/power", {"mode": mode}, token=TOKENS["operator"])
     assert status == 200, body
@@ -138,26 +121,13 @@ def _detect(
     return status, body
 
 
-def _cloud_detections(cloud: ServerProcess) -> int:
-    """Detections the cloud answered, from its own Prometheus counter."""
-    _, _, text = cloud.request("GET", "/metrics", token=TOKENS["reader"])
-    pattern = re.compile(r"^prime_spark_http_requests_total\{([^}]*)\} ([0-9.e+]+)$", re.MULTILINE)
-    return int(
-        sum(
-            float(value)
-            for labels, value in pattern.findall(text)
-            if f'route="{DETECT}"' in labels and 'status="200"' in labels
-        )
-    )
-
-
 # ---------------------------------------------------------------------------------- vision
 
 
 def test_an_edge_without_a_backend_detects_through_the_cloud(
     blind: ServerProcess, cloud: ServerProcess
 ) -> None:
-    before = _cloud_detections(cloud)
+    before = requests_served(cloud, DETECT, status="200")
     status, body = _detect(blind)
     assert status == 200, body
     assert_matches_contract("POST", DETECT, status, body)
@@ -165,29 +135,29 @@ def test_an_edge_without_a_backend_detects_through_the_cloud(
     assert "hailo:" in body["fallback_reason"]  # why not locally
     assert any(o["label"] == "face" for o in body["objects"])  # the cloud's CPU detector
     assert (body["width"], body["height"]) == (512, 512)
-    assert _cloud_detections(cloud) == before + 1
+    assert requests_served(cloud, DETECT, status="200") == before + 1
 
 
 def test_a_private_image_never_leaves_the_node(blind: ServerProcess, cloud: ServerProcess) -> None:
-    before = _cloud_detections(cloud)
+    before = requests_served(cloud, DETECT, status="200")
     status, body = _detect(blind, headers=PRIVATE)
     assert status == 503, body
     assert body["error"]["code"] == "vision_unavailable"
     assert "private" in body["error"]["message"]
-    assert _cloud_detections(cloud) == before
+    assert requests_served(cloud, DETECT, status="200") == before
 
 
 def test_power_mode_changes_the_order(sighted: ServerProcess, cloud: ServerProcess) -> None:
     """balanced: CPU first; power_save and critical: the cloud before the CPU."""
-    before = _cloud_detections(cloud)
+    before = requests_served(cloud, DETECT, status="200")
     status, body = _detect(sighted)
     assert status == 200 and body["backend"] == "cpu", body
-    assert _cloud_detections(cloud) == before
+    assert requests_served(cloud, DETECT, status="200") == before
     for mode in ("power_save", "critical"):
         _set_power(sighted, mode)
         status, body = _detect(sighted)
         assert status == 200 and body["backend"] == "cloud:cloud", (mode, body)
-    assert _cloud_detections(cloud) == before + 2
+    assert requests_served(cloud, DETECT, status="200") == before + 2
 
 
 def test_critical_refuses_cpu_detection_unless_asked(sighted: ServerProcess) -> None:

@@ -8,8 +8,6 @@ embedding model (the semantic cache's model) through the control API.
 from __future__ import annotations
 
 import json
-import re
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from tests.server.server_process import TOKENS, ServerProcess, peer_settings
+from tests.server.server_process import (
+    TOKENS,
+    ServerProcess,
+    first_peer,
+    peer_settings,
+    requests_served,
+    until,
+)
 
 MODELS = {"context_size": 512, "max_tokens_default": 8, "slots": 2}
 CACHE = "x-prime-spark-cache"
@@ -57,29 +62,9 @@ def edge(
     seed_data_dir(proc.data_dir)
     seed_embedding(proc.data_dir)
     proc.start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        _, _, routing = proc.request("GET", "/api/v1/routing", token=TOKENS["reader"])
-        if routing["peers"][0]["reachable"] is True:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("the edge never saw its cloud peer")
+    until(lambda: first_peer(proc)["reachable"] is True, "the edge to see its cloud peer")
     yield proc
     proc.stop()
-
-
-def _served(proc: ServerProcess) -> int:
-    """Chat requests the node answered, from its own Prometheus counter."""
-    _, _, text = proc.request("GET", "/metrics", token=TOKENS["reader"])
-    pattern = re.compile(r"^prime_spark_http_requests_total\{([^}]*)\} ([0-9.e+]+)$", re.MULTILINE)
-    return int(
-        sum(
-            float(value)
-            for labels, value in pattern.findall(text)
-            if 'route="/v1/chat/completions"' in labels and 'method="POST"' in labels
-        )
-    )
 
 
 def _body(text: str, **extra: Any) -> dict[str, Any]:
@@ -127,34 +112,34 @@ def _unique(text: str) -> str:
 
 def test_cloud_answer_is_a_cache_hit_on_the_edge(edge: ServerProcess, cloud: ServerProcess) -> None:
     body = _body(_unique("Say hi."))
-    before = _served(cloud)
+    before = requests_served(cloud, method="POST")
     headers, first = _chat(edge, body)
     assert headers[CACHE] == "miss"
     assert headers[ROUTE] == "cloud: cloud first"
     assert first["system_fingerprint"].endswith(_node_id(cloud))
-    assert _served(cloud) == before + 1
+    assert requests_served(cloud, method="POST") == before + 1
     headers, again = _chat(edge, body)
     assert headers[CACHE] == "hit"
     assert headers[ROUTE] == "cache: hit"
     assert "x-prime-spark-peer" not in headers
     assert again["choices"] == first["choices"]
     assert again["id"] != first["id"]
-    assert _served(cloud) == before + 1  # the cloud was asked once
+    assert requests_served(cloud, method="POST") == before + 1  # the cloud was asked once
     # A non-deterministic request is never answered from the cache: it goes to the cloud.
     headers, _ = _chat(edge, {**body, "temperature": 0.7})
     assert headers[CACHE] == "bypass"
     assert headers[ROUTE] == "cloud: cloud first"
-    assert _served(cloud) == before + 2
+    assert requests_served(cloud, method="POST") == before + 2
 
 
 def test_streamed_cloud_answer_is_cached(edge: ServerProcess, cloud: ServerProcess) -> None:
     body = _body(_unique("Count to three."))
-    before = _served(cloud)
+    before = requests_served(cloud, method="POST")
     headers, streamed = _stream(edge, body)
     assert headers[CACHE] == "miss"
     assert headers[ROUTE] == "cloud: cloud first"
     assert streamed
-    assert _served(cloud) == before + 1
+    assert requests_served(cloud, method="POST") == before + 1
     headers, whole = _chat(edge, body)  # stream is not part of the key
     assert headers[CACHE] == "hit"
     assert headers[ROUTE] == "cache: hit"
@@ -162,25 +147,25 @@ def test_streamed_cloud_answer_is_cached(edge: ServerProcess, cloud: ServerProce
     headers, replayed = _stream(edge, body)
     assert headers[CACHE] == "hit"
     assert replayed == streamed
-    assert _served(cloud) == before + 1
+    assert requests_served(cloud, method="POST") == before + 1
 
 
 def test_private_never_shares_with_non_private(edge: ServerProcess, cloud: ServerProcess) -> None:
     text = _unique("Turn on the porch light.")
     private = {"X-Prime-Spark-Private": "1"}
-    before = _served(cloud)
+    before = requests_served(cloud, method="POST")
     headers, mine = _chat(edge, _body(text), private)
     assert headers[CACHE] == "miss"
     assert headers[ROUTE] == "edge: private"
     assert _chat(edge, _body(text), private)[0][CACHE] == "hit"
     assert _chat(edge, _body(text, private=True))[0][CACHE] == "hit"  # body flag = header
-    assert _served(cloud) == before
+    assert requests_served(cloud, method="POST") == before
     # The same request, not private: its own entry, answered by the cloud.
     headers, public = _chat(edge, _body(text))
     assert headers[CACHE] == "miss"
     assert headers[ROUTE] == "cloud: cloud first"
     assert public["system_fingerprint"].endswith(_node_id(cloud))
-    assert _served(cloud) == before + 1
+    assert requests_served(cloud, method="POST") == before + 1
     headers, again = _chat(edge, _body(text))
     assert headers[CACHE] == "hit"
     assert again["system_fingerprint"] == public["system_fingerprint"]
@@ -189,7 +174,7 @@ def test_private_never_shares_with_non_private(edge: ServerProcess, cloud: Serve
     assert headers[CACHE] == "hit"
     assert mine_again["system_fingerprint"] == mine["system_fingerprint"]
     assert not mine["system_fingerprint"].endswith(_node_id(cloud))
-    assert _served(cloud) == before + 1
+    assert requests_served(cloud, method="POST") == before + 1
 
 
 def test_reload_the_embedding_model(edge: ServerProcess) -> None:
