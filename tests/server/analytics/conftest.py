@@ -129,8 +129,9 @@ class KafkaBroker:
         self._java(
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            _cluster_id(),
+            # One argument: a base64 id can begin with "-", which argparse
+            # would read as an option and refuse (1 format in 64 failed).
+            f"--cluster-id={_cluster_id()}",
             "-c",
             str(directory / "server.properties"),
             wait=True,
