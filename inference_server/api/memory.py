@@ -174,6 +174,7 @@ async def list_items(request: web.Request) -> web.Response:
 async def get_item(request: web.Request) -> web.Response:
     memory = _memory(request)
     namespace, key = request.match_info["namespace"], request.match_info["key"]
+    _check_address(namespace, key)
     raw = query_flag(request, "raw") or False
     promote = query_flag(request, "promote") is not False
     try:
@@ -194,10 +195,13 @@ async def get_item(request: web.Request) -> web.Response:
 async def put_item(request: web.Request) -> web.Response:
     memory = _memory(request)
     namespace, key = request.match_info["namespace"], request.match_info["key"]
+    _check_address(namespace, key)
     body = validate(PUT_SCHEMA, await read_json(request))
     try:
         if "raw" in body:
-            tier = await memory.put_raw(body["raw"], only_if_absent=body["only_if_absent"])
+            tier = await memory.put_raw(
+                body["raw"], only_if_absent=body["only_if_absent"], address=(namespace, key)
+            )
             if tier is None:
                 raise ApiError(409, "The item already exists", code="exists")
             return web.json_response({"stored": True, "tier": tier})

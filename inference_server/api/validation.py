@@ -160,7 +160,8 @@ def _param(error: vol.Invalid) -> str:
         if isinstance(part, int):
             parts.append(f"[{part}]")
         else:
-            parts.append(("." if parts else "") + str(part))
+            # A key of "" is named as such, so the message never loses its subject.
+            parts.append(("." if parts else "") + (str(part) or '""'))
     return "".join(parts)
 
 

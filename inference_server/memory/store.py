@@ -344,10 +344,22 @@ class TieredMemory:
         self._event("set", tier, started, size=len(text))
         return item, tier
 
-    async def put_raw(self, text: str, *, only_if_absent: bool = False) -> TierName | None:
-        """Store a canonical item as given (the cold-tier API a peer calls)."""
+    async def put_raw(
+        self, text: str, *, only_if_absent: bool = False, address: tuple[str, str] | None = None
+    ) -> TierName | None:
+        """Store a canonical item as given (the cold-tier API a peer calls).
+
+        ``address`` is the (namespace, key) the caller wrote to: an item that names another
+        one is refused, so a URL can never file an item where a later read of it will not look.
+        """
         item = decode(text)
         self.validate(item.namespace, item.key, item.value, item.metadata, item.tags)
+        if address is not None and (item.namespace, item.key) != address:
+            raise InvalidItemError(
+                f"raw: the item is {item.namespace!r}/{item.key!r}, "
+                f"not {address[0]!r}/{address[1]!r} as the path says",
+                "raw",
+            )
         if item.encode() != text:
             raise InvalidItemError("raw: not in canonical form", "raw")
         if only_if_absent and await self.get(item.namespace, item.key, promote=False):

@@ -259,6 +259,23 @@ BAD_INPUTS: list[tuple[str, str, Any, int, str]] = [
     ("DELETE", "/api/v1/memory/items/shared/" + "k" * 513, None, 400, "key: 1-512"),
     ("DELETE", "/api/v1/memory/items/shared/k?if_checksum=abc", None, 400, "if_checksum"),
     ("PUT", "/api/v1/power", {"mode": "balanced", "x": 1}, 400, "is not a known field"),
+    # Found by bench/fuzz.py: the routing body's schema allowed other fields, and an unknown
+    # field named "" got a message with no subject.
+    ("PUT", "/api/v1/routing", {"mode": "balanced", "": 1}, 400, '"": is not a known field'),
+    # Found by bench/fuzz.py: the peer write filed a raw item under its own namespace and key
+    # whatever the path said, and took paths the document refuses.
+    ("PUT", "/api/v1/memory/items/%F1%A2%91/k", {"value": 1}, 400, "namespace: 1-128"),
+    ("GET", "/api/v1/memory/items/shared/" + "k" * 513, None, 400, "key: 1-512"),
+    (
+        "PUT",
+        "/api/v1/memory/items/shared/other",
+        {
+            "raw": '{"created_at":1.0,"embedding":null,"expires_at":null,"key":"k","metadata":{},'
+            '"namespace":"shared","tags":[],"updated_at":1.0,"value":1}'
+        },
+        400,
+        "raw: the item is 'shared'/'k', not 'shared'/'other' as the path says",
+    ),
 ]
 
 
