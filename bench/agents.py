@@ -33,6 +33,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -431,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(run_our_worker(args.redis, args.prefix, args.concurrency))
         return 0
     sys.path.insert(0, str(ROOT))
-    logs = Path("/tmp/prime-spark-bench/agents")
+    logs = Path(tempfile.gettempdir()) / "prime-spark-bench" / "agents"
     logs.mkdir(parents=True, exist_ok=True)
     return asyncio.run(main_async(args, logs))
 

@@ -20,6 +20,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -35,7 +36,8 @@ RESULTS_HEADER = (
     "Numbers measured on the project's machines; each section is written by the script it names.\n"
     "Machines are shared, so absolute numbers are noisy: compare ratios within one run.\n"
 )
-BENCH_DIR = Path("/tmp/prime-spark-bench")
+# Under $TMPDIR, so two runs (two clones, or a bench beside bench/run_all) can keep apart.
+BENCH_DIR = Path(tempfile.gettempdir()) / "prime-spark-bench"
 
 
 def machine_line() -> str:

@@ -5,7 +5,8 @@
 The configuration (checks, per-operation expectations) is bench/schemathesis.toml with the hooks
 in bench/fuzz_hooks.py, the same as tests/server/api/test_fuzz.py uses; findings are fixed in the
 server or the OpenAPI document, not filtered. The summary schemathesis prints goes into
-RESULTS.md; the whole output stays in ``/tmp/prime-spark-bench/fuzz/schemathesis.log``.
+RESULTS.md; the whole output stays in ``$TMPDIR/prime-spark-bench/fuzz/schemathesis.log``
+(``/tmp`` by default).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def main() -> None:
         f"- command: {command_line('bench.fuzz')} (seed {seed})",
         f"- result: **{'clean' if done.returncode == 0 else 'FINDINGS'}** "
         f"(schemathesis exit code {done.returncode}); full log "
-        "`/tmp/prime-spark-bench/fuzz/schemathesis.log`",
+        f"`{workdir / 'schemathesis.log'}`",
         "",
         "```text", *summary, "```", "",
     ])  # fmt: skip
