@@ -9,7 +9,9 @@ with a 400 that names the field.
 
 A memory item's ``raw`` text (``format: prime-spark-memory-item``) is a JSON object in
 canonical form, which JSON Schema cannot describe inside a string: the strategy below makes
-such texts, so positive cases of the peer write are items the server must store. Likewise an
+such texts, so positive cases of the peer write are items the server must store; and such an
+item must name the namespace and key of the path it is written to, a rule across the path and
+the body, so the hook below gives the raw item the path's address before the call. Likewise an
 image body (``POST /api/v1/vision/detect``) is bytes only a decoder can judge: positive cases
 are real encoded images, not random bytes or other file types.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import unquote
 
 import cv2
 import numpy as np
@@ -92,3 +95,28 @@ def schema_valid_chat_is_accepted(
     if re.split(r"[.\[]", param, maxsplit=1)[0] in CROSS_FIELD:
         return None
     raise AssertionError(f"a schema-valid chat request was refused: {error.get('message')}")
+
+
+MEMORY_ITEM_PATH = "/api/v1/memory/items/{namespace}/{key}"
+
+
+@schemathesis.hook
+def before_call(
+    ctx: schemathesis.HookContext, case: schemathesis.Case, kwargs: dict[str, Any]
+) -> None:
+    """File a generated raw item under the path it is sent to (the server refuses any other)."""
+    del ctx, kwargs
+    if case.operation.path != MEMORY_ITEM_PATH or case.operation.method.upper() != "PUT":
+        return
+    body, path = case.body, case.path_parameters or {}
+    if not isinstance(body, dict) or not isinstance(body.get("raw"), str):
+        return
+    try:
+        item = json.loads(body["raw"])
+    except ValueError:
+        return
+    namespace, key = path.get("namespace"), path.get("key")
+    if isinstance(item, dict) and isinstance(namespace, str) and isinstance(key, str):
+        # Path parameters arrive here already percent-encoded for the URL.
+        address = {"namespace": unquote(namespace), "key": unquote(key)}
+        body["raw"] = _canonical({**item, **address})

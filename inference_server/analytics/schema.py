@@ -63,8 +63,6 @@ def validate_event(event: Any) -> None:
         )
     fast = _fast(type_, version)
     if fast.is_valid(event):
-        if type_ == "inference" and version == 1:
-            _v1_token_bounds(event["data"])
         return
     validator = _validator(type_, version)
     error = best_match(validator.iter_errors(event))
@@ -77,19 +75,3 @@ def validate_event(event: Any) -> None:
         raise EventSchemaError(
             f"{type_}.v{version}: {where}: {rs_error.message} (NaN and infinity are not JSON)"
         )
-
-
-_V1_TOKEN_MAX = 2**31 - 1
-
-
-def _v1_token_bounds(data: dict[str, Any]) -> None:
-    """inference.v1's schema set no maximum on token counts; v2's does (what the stores'
-    integer columns hold). A larger count passed v1's check and then failed every insert of its
-    batch, stalling the sink, so it is refused here with v2's bound."""
-    for field in ("prompt_tokens", "completion_tokens"):
-        value = data.get(field)
-        if isinstance(value, int | float) and value > _V1_TOKEN_MAX:
-            raise EventSchemaError(
-                f"inference.v1: data/{field}: {value} is greater than the maximum of "
-                f"{_V1_TOKEN_MAX} (inference.v2's bound: the stores hold no larger count)"
-            )

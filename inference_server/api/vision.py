@@ -57,7 +57,7 @@ async def detect(request: web.Request) -> web.Response:
     service = request.app[VISION_KEY]
     min_score = _query_float(request, "min_score", 0.0, 1.0)
     max_detections = _query_float(request, "max_detections", 1, 1000)
-    backend = request.query.get("backend") or None
+    backend = request.query.get("backend")  # "?backend=" names no backend: a 400, not "any"
     if backend is not None and backend not in BACKEND_NAMES:
         raise ApiError(400, f"'backend' must be one of {', '.join(BACKEND_NAMES)}", param="backend")
     allow_cpu = request.query.get("allow_cpu", "false").strip().lower()
@@ -78,9 +78,8 @@ async def detect(request: web.Request) -> web.Response:
     except ImageDecodeError as err:
         raise ApiError(400, str(err), code="invalid_image", param="image") from err
     except VisionPowerRefused as err:
-        raise ApiError(
-            503, str(err), type_="server_error", code="power_critical", param="allow_cpu"
-        ) from err
+        # 409 like the LLM routes' power refusal: the caller can allow the CPU or change mode.
+        raise ApiError(409, str(err), code="power_critical", param="allow_cpu") from err
     except VisionUnavailableError as err:
         if backend is not None:
             # The caller chose a backend this node lacks: its choice to change (409), not an

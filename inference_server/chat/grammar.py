@@ -400,12 +400,17 @@ def parse_response_format(raw: object, *, param: str = "response_format") -> Res
     if not isinstance(spec, Mapping):
         raise ChatFormatError("expected an object with 'name' and 'schema'", param=where)
     name = spec.get("name")
-    if name is not None and not isinstance(name, str):
-        raise ChatFormatError("expected a string", param=f"{where}.name")
+    if not isinstance(name, str):
+        # OpenAI requires the name; so does the document.
+        message = "is required" if name is None else "expected a string"
+        raise ChatFormatError(message, param=f"{where}.name")
     strict = spec.get("strict")
     if strict is not None and not isinstance(strict, bool):
         raise ChatFormatError("expected a boolean", param=f"{where}.strict")
     schema = spec.get("schema")
+    if schema is None:
+        # OpenAI's schema is optional: without one, any JSON object (as json_object).
+        return ResponseFormat(type="json_schema", name=name, strict=bool(strict))
     if not isinstance(schema, Mapping):
         raise ChatFormatError("expected a JSON schema object", param=f"{where}.schema")
     fmt = ResponseFormat(

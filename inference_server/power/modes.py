@@ -7,13 +7,13 @@
 | power_save  | half, >= 1     | half, >= 1     | 256            | cloud favoured (balanced x2)  |
 | critical    | 1              | 1              | 64             | cloud whenever a peer is up   |
 
-Critical also refuses heavy work on the edge with HTTP 503 ``power_critical``: a ``max_tokens``
+Critical also refuses heavy work on the edge with HTTP 409 ``power_critical``: a ``max_tokens``
 above the cap, more than 8 embedding inputs, a prompt over 8000 characters, or a model that is
 not loaded (loading one is the heaviest thing a node does). The cap elsewhere clamps silently,
 like a context limit: the answer's ``finish_reason`` is ``length``.
 
 Critical also serves only the smallest local model (by file size, ties by id): a chat,
-completion or embedding request for any other local model gets the same 503 ``power_critical``
+completion or embedding request for any other local model gets the same 409 ``power_critical``
 naming the smallest one, so the client can ask for it (or go to a cloud peer, which the router
 prefers in critical anyway). Nothing is swapped silently: an answer from another model than the
 one asked for would be a lie.

@@ -278,11 +278,11 @@ async def _edge(
         except HeavyWorkRefused as err:
             request[ROUTE_KEY] = RouteInfo(reason=REFUSED_POWER)
             _decided(request, node, route, target=None, reason=REFUSED_POWER, peer=None, ok=False)
+            # 409, not 503: the node works as its mode says; the caller can ask for less.
             raise ApiError(
-                503,
+                409,
                 f"The node is in critical power mode and refuses heavy work: {err}. Ask for "
                 "less, or change the power mode (PUT /api/v1/power).",
-                type_="server_error",
                 code="power_critical",
             ) from err
     started = time.monotonic()

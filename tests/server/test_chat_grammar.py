@@ -61,6 +61,15 @@ def test_json_schema_grammar_keeps_property_order_and_no_extra_keys() -> None:
     assert rules["char"].startswith(r'[^"\\\x7F\x00-\x1F]')
 
 
+def test_json_schema_without_a_schema_is_any_object() -> None:
+    """OpenAI's ``json_schema.schema`` is optional; without it the answer is a JSON object."""
+    fmt = parse_response_format({"type": "json_schema", "json_schema": {"name": "free"}})
+    assert (fmt.type, fmt.name, fmt.schema()) == ("json_schema", "free", {"type": "object"})
+    assert response_format_grammar(fmt) == response_format_grammar(
+        parse_response_format({"type": "json_object"})
+    )
+
+
 def test_parsed_format_records_name_and_strict() -> None:
     fmt = parse_response_format(
         {
@@ -79,9 +88,14 @@ def test_parsed_format_records_name_and_strict() -> None:
         ({"type": "xml"}, "response_format.type", "expected one of text, json_object, json_schema"),
         ({"type": "json_schema"}, "response_format.json_schema", "expected an object"),
         (
-            {"type": "json_schema", "json_schema": {"name": "x"}},
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": []}},
             "response_format.json_schema.schema",
             "expected a JSON schema object",
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"schema": {}}},
+            "response_format.json_schema.name",
+            "is required",
         ),
         (
             {"type": "json_schema", "json_schema": {"name": 1, "schema": {}}},
@@ -89,29 +103,35 @@ def test_parsed_format_records_name_and_strict() -> None:
             "expected a string",
         ),
         (
-            {"type": "json_schema", "json_schema": {"schema": {}, "strict": "yes"}},
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {}, "strict": "yes"}},
             "response_format.json_schema.strict",
             "expected a boolean",
         ),
         (
-            {"type": "json_schema", "json_schema": {"schema": {"type": "banana"}}},
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "banana"}}},
             "response_format.json_schema.schema",
             "cannot turn this JSON schema into a grammar",
         ),
         (
-            {"type": "json_schema", "json_schema": {"schema": {"$ref": "https://x.org/s.json"}}},
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"$ref": "https://x.org/s.json"}},
+            },
             "response_format.json_schema.schema",
             "only local $refs",
         ),
         (
-            {"type": "json_schema", "json_schema": {"schema": {"$ref": "#/$defs/missing"}}},
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"$ref": "#/$defs/missing"}},
+            },
             "response_format.json_schema.schema",
             "points to nothing",
         ),
         (
             {
                 "type": "json_schema",
-                "json_schema": {"schema": {"type": "array", "maxItems": 10**6}},
+                "json_schema": {"name": "x", "schema": {"type": "array", "maxItems": 10**6}},
             },
             "response_format.json_schema.schema",
             "maxItems 1000000 is larger than",
@@ -119,7 +139,10 @@ def test_parsed_format_records_name_and_strict() -> None:
         (
             {
                 "type": "json_schema",
-                "json_schema": {"schema": {"type": "integer", "minimum": 5, "maximum": 1}},
+                "json_schema": {
+                    "name": "x",
+                    "schema": {"type": "integer", "minimum": 5, "maximum": 1},
+                },
             },
             "response_format.json_schema.schema",
             "minimum 5 is greater than maximum 1",

@@ -209,7 +209,7 @@ def test_the_bundled_model_has_no_template_and_gets_gemmas(info: TokenizerInfo) 
             lambda: tool_grammar(
                 parse_tools([SET_LIGHT]),
                 parse_response_format(
-                    {"type": "json_schema", "json_schema": {"schema": RICH_SCHEMA}}
+                    {"type": "json_schema", "json_schema": {"name": "rich", "schema": RICH_SCHEMA}}
                 ),
             ),
             id="tools-auto-with-json-schema",

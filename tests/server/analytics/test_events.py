@@ -108,7 +108,7 @@ def test_older_inference_versions_are_still_accepted() -> None:
     with pytest.raises(EventSchemaError, match=r"^inference\.v1: data: Additional properties"):
         validate_event(old)
     del old["data"]["served_for"]
-    # v1 set no maximum on token counts; a count the stores cannot hold would stall the sink.
+    # v1 first set no maximum on token counts; a count the stores cannot hold stalled the sink.
     for huge in (2**31, 10**30):
         with pytest.raises(
             EventSchemaError, match=r"^inference\.v1: data/prompt_tokens: .*2147483647"

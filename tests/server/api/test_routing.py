@@ -400,7 +400,7 @@ def test_power_modes_change_the_next_requests(edge: ServerProcess, cloud: Server
     assert status_code == 200, body
     assert body["usage"]["completion_tokens"] <= 64
     status_code, headers, body = _chat(edge, {**CHAT, "max_tokens": 500, "private": True})
-    assert status_code == 503
+    assert status_code == 409
     assert body["error"]["code"] == "power_critical"
     assert "max_tokens 500 is above the critical cap of 64" in body["error"]["message"]
     assert _header(headers, ROUTE) == "refused: power critical"

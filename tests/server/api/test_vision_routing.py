@@ -164,7 +164,7 @@ def test_critical_refuses_cpu_detection_unless_asked(sighted: ServerProcess) -> 
     """Private in critical: the cloud is out, the CPU only with allow_cpu=true."""
     _set_power(sighted, "critical")
     status, body = _detect(sighted, headers=PRIVATE)
-    assert status == 503, body
+    assert status == 409, body
     assert_matches_contract("POST", DETECT, status, body)
     assert body["error"]["code"] == "power_critical"
     assert "allow_cpu=true" in body["error"]["message"]
@@ -189,7 +189,7 @@ def test_critical_serves_only_the_smallest_local_model(sighted: ServerProcess) -
     status, _, body = sighted.request(
         "POST", "/v1/chat/completions", CHAT, token=TOKENS["operator"], headers=PRIVATE
     )
-    assert status == 503, body
+    assert status == 409, body
     assert body["error"]["code"] == "power_critical"
     assert f"'{SMALLEST}'" in body["error"]["message"]
     _set_power(sighted, "balanced")
