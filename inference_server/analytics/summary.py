@@ -25,7 +25,8 @@ def energy_wh(readings: list[tuple[float, float]]) -> float | None:
     if len(readings) < 2:
         return None
     joules = sum((t1 - t0) * (w0 + w1) / 2 for (t0, w0), (t1, w1) in itertools.pairwise(readings))
-    return joules / 3600.0
+    # Readings stored before power.v1 bounded watts can still overflow: unknown, not NaN/inf.
+    return joules / 3600.0 if math.isfinite(joules) else None
 
 
 async def summarize(store: Store, window: str, *, now: float | None = None) -> dict[str, Any]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from inference_server.analytics.events import (
+    ACCEPTED_VERSIONS,
     PAYLOAD_TYPES,
     AgentTaskEvent,
     InferenceEvent,
@@ -128,5 +131,45 @@ def test_nan_and_infinity_are_refused_though_the_reference_validator_takes_them(
             InferenceEvent(model="m", route="/v1/chat/completions", status=200, latency_ms=bad),
             node_id="n1",
         )
-        with pytest.raises(EventSchemaError, match=r"^inference\.v2: data/latency_ms: .*not JSON"):
+        # (an infinity is now also above latency's bound, which may say so first)
+        with pytest.raises(
+            EventSchemaError, match=r"^inference\.v2: data/latency_ms: .*(not JSON|maximum)"
+        ):
             validate_event(event)
+
+
+def test_the_api_document_carries_every_schema_file() -> None:
+    """POST /api/v1/analytics/events is fuzzed against the document: its event schemas must be
+    the files the server validates with (they had drifted: states, operations and fields the
+    server accepted were missing from the document)."""
+    document = json.loads(
+        (Path(__file__).parents[3] / "inference_server/api/openapi.json").read_text()
+    )
+    components = document["components"]["schemas"]
+    envelope = {ref["$ref"].rsplit("/", 1)[1] for ref in components["AnalyticsEvent"]["oneOf"]}
+    expected: set[str] = set()
+    for type_, versions in ACCEPTED_VERSIONS.items():
+        for version in versions:
+            name = f"AnalyticsEvent_{type_}" + ("" if version == versions[-1] else f"_v{version}")
+            expected.add(name)
+            file = {k: v for k, v in schema(type_, version).items() if k not in ("$schema", "$id")}
+            assert components.get(name) == file, f"{name} is not schemas/{type_}.v{version}.json"
+    assert envelope == expected
+
+
+def test_unbounded_numbers_are_refused_before_a_store_sums_them() -> None:
+    """PostgreSQL's float8 sum raises on overflow and the energy integral became NaN in JSON:
+    latencies beyond a day and power beyond a megawatt are refused (found by bench/fuzz.py)."""
+    inference = envelope(
+        InferenceEvent(model="m", route="/v1/completions", status=200, latency_ms=86_400_000.0),
+        node_id="n",
+    )
+    validate_event(inference)
+    for field in ("latency_ms", "generation_ms"):
+        too_long = {**inference, "data": {**inference["data"], field: 86_400_001.0}}
+        with pytest.raises(EventSchemaError, match=rf"data/{field}: .*maximum of 86400000"):
+            validate_event(too_long)
+    power = envelope(PowerEvent(kind="reading", watts=1_000_000.0, source="meter"), node_id="n")
+    validate_event(power)
+    with pytest.raises(EventSchemaError, match=r"data/watts: .*maximum of 1000000"):
+        validate_event({**power, "data": {**power["data"], "watts": 1.6e73}})

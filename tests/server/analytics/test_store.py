@@ -15,7 +15,7 @@ from inference_server.analytics.events import InferenceEvent, PowerEvent, envelo
 from inference_server.analytics.store import RetentionPolicy, Store
 from inference_server.analytics.store.postgres import PostgresStore
 from inference_server.analytics.store.sqlite import SqliteStore
-from inference_server.analytics.summary import summarize
+from inference_server.analytics.summary import energy_wh, summarize
 
 NOW = 1_800_000_000.0  # a fixed "now", on a whole hour (1_800_000_000 % 3600 == 0)
 T0 = NOW - 600  # ten minutes before now, on a whole minute
@@ -277,3 +277,9 @@ async def test_a_database_of_the_previous_release_is_upgraded_in_place(tmp_path:
         assert rows == {("edge", 1, 1), ("cloud", 1, 0)}
     finally:
         await store.close()
+
+
+def test_energy_that_overflows_is_unknown_not_nan() -> None:
+    """Readings stored before power.v1 bounded watts summed to inf - inf: NaN in the JSON."""
+    assert energy_wh([(0.0, 3600.0), (1.0, 3600.0)]) == 1.0
+    assert energy_wh([(0.0, 1e308), (1.0, 1e308), (2.0, -1e308)]) is None
