@@ -27,6 +27,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
 if HIREDIS_AVAILABLE:
@@ -350,24 +351,43 @@ class _Coalescer:
         conn: Any, wire: list[tuple[tuple[Any, ...], list[_Sink]]], results: list[Any]
     ) -> None:
         """Write the round trip's commands as one buffer, then read one reply per command."""
-        await conn.send_packed_command(
-            b"".join([_pack(conn, command) for command, _ in wire]), check_health=False
-        )
-        # A reply already in hiredis's buffer is taken from it directly: redis-py's
-        # read_response arms and cancels a timeout per reply, which cost more than parsing
-        # (a merged write is five replies). Only a reply still to come waits there, timed.
+        packed = b"".join([_pack(conn, command) for command, _ in wire])
+        if not conn.is_connected:
+            await conn.connect_check_health(check_health=False)  # connect and handshake
         parser = conn._parser
-        reader = parser._reader if isinstance(parser, _AsyncHiredisParser) else None
-        for _ in wire:
-            reply = reader.gets() if reader is not None else NOT_ENOUGH_DATA
-            if reply is NOT_ENOUGH_DATA:
+        if not isinstance(parser, _AsyncHiredisParser) or parser._reader is None:
+            await conn.send_packed_command(packed, check_health=False)
+            for _ in wire:
                 try:
-                    reply = await conn.read_response()
+                    results.append(await conn.read_response())
                 except ResponseError as err:  # the reply was read whole: the stream is in step
-                    reply = err
-            elif isinstance(reply, RedisError) and not isinstance(reply, ResponseError):
-                raise reply  # what read_response raises (a ConnectionError from the parser)
-            results.append(reply)
+                    results.append(err)
+            return
+        # The connection's streams and hiredis reader used directly, under one deadline for
+        # the round trip (the socket timeout): redis-py's send and read_response arm and cancel
+        # a timeout per call and go through several coroutines per reply, which cost more than
+        # the packing and parsing of a round trip (bench/RESULTS.md).
+        reader = parser._reader
+        stream = conn._reader
+        try:
+            async with asyncio.timeout(conn.socket_timeout):
+                conn._writer.write(packed)
+                await conn._writer.drain()  # returns at once unless the socket buffer is full
+                for _ in wire:
+                    reply = reader.gets()
+                    while reply is NOT_ENOUGH_DATA:
+                        data = await stream.read(65536)
+                        if not data:
+                            raise RedisConnectionError("Connection closed by server.")
+                        reader.feed(data)
+                        reply = reader.gets()
+                    if isinstance(reply, RedisError) and not isinstance(reply, ResponseError):
+                        raise reply  # what read_response raises (a ConnectionError from the parser)
+                    results.append(reply)  # a ResponseError was read whole: the stream is in step
+        except TimeoutError:
+            raise RedisTimeoutError(f"Timeout reading from {conn._host_error()}") from None
+        except OSError as err:  # what redis-py raises for it (a stale connection is retried)
+            raise RedisConnectionError(f"Error reading from {conn._host_error()}: {err}") from err
 
     async def close(self) -> None:
         for task in list(self._tasks):
