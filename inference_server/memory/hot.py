@@ -286,11 +286,22 @@ class _Coalescer:
         self._starting = False
         conn = self._idle.pop() if self._idle else self._connection()
         try:
-            while self._queue:
-                wire = self._take()
-                if self._queue:  # more than one round trip's worth: the next goes out meanwhile
-                    self._wake()
-                await self._round_trip(conn, wire, retry=True)
+            while True:
+                while self._queue:
+                    wire = self._take()
+                    if self._queue:  # more than one round trip's worth: the next goes out meanwhile
+                        self._wake()
+                    await self._round_trip(conn, wire, retry=True)
+                if self._starting:  # a drainer about to start takes what comes next
+                    break
+                # The callers this round trip answered ask again in the loop's next turn: wait
+                # for them here (they see a drainer starting) instead of ending and having the
+                # first of them start a new task, a task and a loop turn per round trip.
+                self._starting = True
+                await asyncio.sleep(0)
+                self._starting = False
+                if not self._queue:
+                    break
         finally:
             self._draining -= 1
             self._idle.append(conn)
