@@ -421,8 +421,13 @@ def _deliver(sinks: list[_Sink], result: Any) -> None:
         if isinstance(result, BaseException):
             future.set_exception(result)
         elif start == _TRANSACTION:
-            # A command that failed inside EXEC is an error element of its reply.
-            failed = [r for r in result if isinstance(r, BaseException)]
+            # A command that failed inside EXEC is an error element of its reply; a nil reply
+            # (an aborted transaction) is a failure too.
+            failed = (
+                [r for r in result if isinstance(r, BaseException)]
+                if isinstance(result, list)
+                else [ResponseError(f"the write transaction was not run: {result!r}")]
+            )
             if failed:
                 future.set_exception(failed[0])
             else:
