@@ -3,9 +3,10 @@
 Redis layout under a prefix: ``i:<ns>\\0<key>`` holds the item's canonical text, the sorted set
 ``lru`` scores each item id by its last read (the demotion clock) and the counter ``bytes`` keeps
 usage exact (an item's old size is read back by the write itself, so no per-item size index is
-kept). Writes and conditional deletes are Lua scripts, so the three structures never disagree and
-"delete only if unchanged" is atomic. A batch write is one script call with one ``MGET``, one
-``MSET``, one ``ZADD`` and one ``INCRBY``, and concurrent callers' batches are merged into it.
+kept). Writes and conditional deletes are Lua scripts or transactions, so the three structures
+never disagree and "delete only if unchanged" is atomic. A batch write is one ``MULTI``/``EXEC``
+transaction of a script that reads the old sizes (``STRLEN``) and adjusts the counter, one
+``MSET`` and one ``ZADD``, and concurrent callers' batches are merged into it.
 
 Expiry is never delegated to Redis ``EXPIRE``: an item silently vanishing from the hot tier
 would let an older copy in a colder tier resurface. TTLs are checked on read and by the mover.
@@ -21,10 +22,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio.connection import AbstractConnection
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
 if HIREDIS_AVAILABLE:
@@ -42,39 +45,25 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 1
 """
 
-# One call per batch, whatever its size: one MGET reads the old sizes (so the byte counter
-# stays exact without a per-item size index), one MSET writes, the recency index gets one ZADD
-# with every member and the byte counter one INCRBY with the summed delta. A key may occur
-# twice in a batch (two callers' batches merged by the coalescer): ``seen`` makes the second
-# occurrence count against the first, as one SET after another would. Lua-to-Redis calls cost
-# more than the Lua around them, so four calls per batch instead of two per item is the point.
+# A batch write is one MULTI/EXEC transaction: this script, then one MSET of every key and
+# text, one ZADD of every id at ``now``. The texts never enter Lua: Redis's Lua hashes every
+# byte of every string it is handed (KEYS/ARGV and replies alike), and that hashing, the
+# copies and the Lua-to-Redis argument conversion were most of what the former all-in-Lua
+# script cost (bench/RESULTS.md). The script only reads the old sizes (``STRLEN``: size-free,
+# no value copied into Lua) and adds the batch's delta to the byte counter; ARGV[1] is the sum
+# of the new texts' sizes. The transaction keeps it atomic: no other client runs between the
+# size reads and the writes, and a dropped connection discards it whole. The caller sends each
+# key once (the last write of a key wins, as one SET after another would, and the old size is
+# counted once). ``pcall``: a key of another type reads as size 0 and is overwritten, as a
+# ``MGET`` (nil for it) and ``MSET`` did.
 _PUT_MANY = """
-local n = #KEYS - 2
-if n == 0 then return 0 end
-local now = ARGV[1]
-local old = redis.call('MGET', unpack(KEYS, 1, n))
-local delta = 0
-local seen = {}
-local sets = {}
-local zargs = {}
+local n = #KEYS - 1
+local before = 0
 for i = 1, n do
-  local key = KEYS[i]
-  local text = ARGV[2 * i + 1]
-  local size = string.len(text)
-  local before = seen[key]
-  if before == nil then
-    before = old[i] and string.len(old[i]) or 0
-  end
-  seen[key] = size
-  delta = delta + size - before
-  sets[2 * i - 1] = key
-  sets[2 * i] = text
-  zargs[2 * i - 1] = now
-  zargs[2 * i] = ARGV[2 * i]
+  local size = redis.pcall('STRLEN', KEYS[i])
+  if type(size) == 'number' then before = before + size end
 end
-redis.call('MSET', unpack(sets))
-redis.call('ZADD', KEYS[n + 1], unpack(zargs))
-redis.call('INCRBY', KEYS[n + 2], delta)
+redis.call('INCRBY', KEYS[n + 1], ARGV[1] - before)
 return n
 """
 
@@ -90,7 +79,7 @@ return 1
 
 
 _BATCH = 1000
-"""Items per put-many script call: Lua's unpack() takes a few thousand values."""
+"""Items per merged write transaction (a bound on how long one blocks Redis)."""
 
 _MGET_KEYS = 4096
 """Keys per merged MGET (a bound on one reply's size, not a Redis limit)."""
@@ -132,8 +121,11 @@ def _pack(conn: Any, command: tuple[Any, ...]) -> bytes:
 
 
 _Sink = tuple["asyncio.Future[Any]", int, int]
-"""A caller waiting on (part of) one command's reply: (future, start, stop); start < 0 means
-the whole reply, else the reply list's slice [start:stop] (its keys of a merged MGET)."""
+"""A caller waiting on (part of) one command's reply: (future, start, stop); start -1 means
+the whole reply, ``_TRANSACTION`` an ``EXEC`` reply (None, or the first error in it), else the
+reply list's slice [start:stop] (its keys of a merged MGET)."""
+
+_TRANSACTION = -2
 
 
 class _Coalescer:
@@ -144,11 +136,11 @@ class _Coalescer:
     oldest half of the queue (at least ``_ROUND_TRIP_OPS`` operations) and a second one the
     rest at once; later ones take all that is queued (up to ``_IN_FLIGHT`` round trips out), so
     Redis runs one while Python handles the other. Within a round trip the reads become one
-    ``MGET`` and the batch writes one put-many script call, so Redis runs one script, not one
-    per caller, and Python packs and parses a handful of commands, not one per caller: the
+    ``MGET`` and the batch writes one write transaction, so Redis runs one, not one per
+    caller, and Python packs and parses a handful of commands, not one per caller: the
     per-command costs on both sides are what bounded the tier's throughput (bench/RESULTS.md).
     Concurrent callers have no order between them, so merging reorders nothing a caller could
-    observe; each script call stays atomic.
+    observe; each transaction stays atomic.
 
     Round trips go over connections of the coalescer's own (made by the client's pool, so they
     share its settings), written as one packed buffer and read reply by reply: redis-py's
@@ -156,7 +148,9 @@ class _Coalescer:
     A connection error retries the round trip once on a new connection (what redis-py's own
     retry does: an idle connection may be stale after a Redis restart), then fails the callers.
     Scripts go as ``EVALSHA``; a ``NOSCRIPT`` (Redis restarted or flushed its script cache)
-    loads them and resends only those commands (they never ran).
+    loads them and resends only those commands (they never ran). The merged write is a
+    ``MULTI``/``EXEC`` transaction whose script goes as ``EVAL`` (its text): a ``NOSCRIPT``
+    inside a transaction would not stop the ``MSET`` and ``ZADD`` queued after it.
     """
 
     def __init__(
@@ -164,10 +158,10 @@ class _Coalescer:
     ) -> None:
         self._client = client
         self._lru_and_bytes = (keys[0].encode(), keys[1].encode())
-        self._scripts = {self.sha(s): s for s in (put_many, *scripts)}
-        self._put_many_sha = self.sha(put_many).encode()
+        self._scripts = {self.sha(s): s for s in scripts}
+        self._put_many = put_many.encode()
         # One FIFO of (operations, kind, payload, future), kind 0 a command, 1 a read (payload:
-        # keys), 2 a write (payload: keys, id/text pairs); a round trip takes a prefix of it.
+        # keys), 2 a write (payload: keys, ids, texts); a round trip takes a prefix of it.
         self._queue: list[tuple[int, int, Any, asyncio.Future[Any]]] = []
         self._queued_ops = 0
         self._idle: list[AbstractConnection] = []
@@ -207,10 +201,10 @@ class _Coalescer:
         result: list[Any] = await self._enqueue(len(keys), 1, keys)
         return result
 
-    async def put_many(self, keys: list[bytes], pairs: list[bytes]) -> None:
-        """Write items (at most ``_BATCH``) in a put-many call: their Redis keys, and their
-        ids and texts as one flat list (id, text, id, text, ...), the script's argument order."""
-        await self._enqueue(len(keys), 2, (keys, pairs))
+    async def put_many(self, keys: list[bytes], ids: list[bytes], texts: list[bytes]) -> None:
+        """Write items (at most ``_BATCH``) in the round trip's merged write transaction: their
+        Redis keys, their ids (the recency index's members) and their texts."""
+        await self._enqueue(len(keys), 2, (keys, ids, texts))
 
     def _take(self) -> list[tuple[tuple[Any, ...], list[_Sink]]]:
         """The commands of one round trip (each with its callers): the queue's oldest entries
@@ -241,35 +235,73 @@ class _Coalescer:
         if keys:
             wire.append((("MGET", *keys), sinks))
         keys = []
-        pairs: list[bytes] = []
+        ids: list[bytes] = []
+        texts: list[bytes] = []
         sinks = []
         for _, kind, payload, future in batch:
             if kind == 2:
-                more_keys, more_pairs = payload
+                more_keys, more_ids, more_texts = payload
                 if keys and len(keys) + len(more_keys) > _BATCH:
-                    wire.append((self._put_many_command(keys, pairs), sinks))
-                    keys, pairs, sinks = [], [], []
-                sinks.append((future, -1, 0))
+                    self._put_many_commands(wire, keys, ids, texts, sinks)
+                    keys, ids, texts, sinks = [], [], [], []
+                sinks.append((future, _TRANSACTION, 0))
                 keys += more_keys
-                pairs += more_pairs
+                ids += more_ids
+                texts += more_texts
         if keys:
-            wire.append((self._put_many_command(keys, pairs), sinks))
+            self._put_many_commands(wire, keys, ids, texts, sinks)
         return wire
 
-    def _put_many_command(self, keys: list[bytes], pairs: list[bytes]) -> tuple[Any, ...]:
-        # Keys first (every item's, then the index and the counter), then now, id, text, ...
+    def _put_many_commands(
+        self,
+        wire: list[tuple[tuple[Any, ...], list[_Sink]]],
+        keys: list[bytes],
+        ids: list[bytes],
+        texts: list[bytes],
+        sinks: list[_Sink],
+    ) -> None:
+        """Append one merged write: MULTI, the size script, MSET, ZADD, EXEC (its callers wait
+        on the EXEC reply). A key written twice keeps its last write only, which is what the
+        two writes one after the other leave (and the old size must be counted once)."""
+        if len(set(keys)) != len(keys):
+            last = {key: j for j, key in enumerate(keys)}
+            keep = sorted(last.values())
+            keys = [keys[j] for j in keep]
+            ids = [ids[j] for j in keep]
+            texts = [texts[j] for j in keep]
         lru, size = self._lru_and_bytes
-        return ("EVALSHA", self._put_many_sha, len(keys) + 2, *keys, lru, size, time.time(), *pairs)
+        n = len(keys)
+        sets: list[bytes] = [b""] * (2 * n)
+        sets[0::2] = keys
+        sets[1::2] = texts
+        scored = [repr(time.time()).encode()] * (2 * n)  # formatted once, not once per item
+        scored[1::2] = ids
+        wire.append((("MULTI",), []))
+        wire.append((("EVAL", self._put_many, n + 1, *keys, size, sum(map(len, texts))), []))
+        wire.append((("MSET", *sets), []))
+        wire.append((("ZADD", lru, *scored), []))
+        wire.append((("EXEC",), sinks))
 
     async def _drain(self) -> None:
         self._starting = False
         conn = self._idle.pop() if self._idle else self._connection()
         try:
-            while self._queue:
-                wire = self._take()
-                if self._queue:  # more than one round trip's worth: the next goes out meanwhile
-                    self._wake()
-                await self._round_trip(conn, wire, retry=True)
+            while True:
+                while self._queue:
+                    wire = self._take()
+                    if self._queue:  # more than one round trip's worth: the next goes out meanwhile
+                        self._wake()
+                    await self._round_trip(conn, wire, retry=True)
+                if self._starting:  # a drainer about to start takes what comes next
+                    break
+                # The callers this round trip answered ask again in the loop's next turn: wait
+                # for them here (they see a drainer starting) instead of ending and having the
+                # first of them start a new task, a task and a loop turn per round trip.
+                self._starting = True
+                await asyncio.sleep(0)
+                self._starting = False
+                if not self._queue:
+                    break
         finally:
             self._draining -= 1
             self._idle.append(conn)
@@ -330,14 +362,43 @@ class _Coalescer:
         conn: Any, wire: list[tuple[tuple[Any, ...], list[_Sink]]], results: list[Any]
     ) -> None:
         """Write the round trip's commands as one buffer, then read one reply per command."""
-        await conn.send_packed_command(
-            b"".join([_pack(conn, command) for command, _ in wire]), check_health=False
-        )
-        for _ in wire:
-            try:
-                results.append(await conn.read_response())
-            except ResponseError as err:  # the reply was read whole: the stream is in step
-                results.append(err)
+        packed = b"".join([_pack(conn, command) for command, _ in wire])
+        if not conn.is_connected:
+            await conn.connect_check_health(check_health=False)  # connect and handshake
+        parser = conn._parser
+        if not isinstance(parser, _AsyncHiredisParser) or parser._reader is None:
+            await conn.send_packed_command(packed, check_health=False)
+            for _ in wire:
+                try:
+                    results.append(await conn.read_response())
+                except ResponseError as err:  # the reply was read whole: the stream is in step
+                    results.append(err)
+            return
+        # The connection's streams and hiredis reader used directly, under one deadline for
+        # the round trip (the socket timeout): redis-py's send and read_response arm and cancel
+        # a timeout per call and go through several coroutines per reply, which cost more than
+        # the packing and parsing of a round trip (bench/RESULTS.md).
+        reader = parser._reader
+        stream = conn._reader
+        try:
+            async with asyncio.timeout(conn.socket_timeout):
+                conn._writer.write(packed)
+                await conn._writer.drain()  # returns at once unless the socket buffer is full
+                for _ in wire:
+                    reply = reader.gets()
+                    while reply is NOT_ENOUGH_DATA:
+                        data = await stream.read(65536)
+                        if not data:
+                            raise RedisConnectionError("Connection closed by server.")
+                        reader.feed(data)
+                        reply = reader.gets()
+                    if isinstance(reply, RedisError) and not isinstance(reply, ResponseError):
+                        raise reply  # what read_response raises (a ConnectionError from the parser)
+                    results.append(reply)  # a ResponseError was read whole: the stream is in step
+        except TimeoutError:
+            raise RedisTimeoutError(f"Timeout reading from {conn._host_error()}") from None
+        except OSError as err:  # what redis-py raises for it (a stale connection is retried)
+            raise RedisConnectionError(f"Error reading from {conn._host_error()}: {err}") from err
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -359,6 +420,18 @@ def _deliver(sinks: list[_Sink], result: Any) -> None:
             continue
         if isinstance(result, BaseException):
             future.set_exception(result)
+        elif start == _TRANSACTION:
+            # A command that failed inside EXEC is an error element of its reply; a nil reply
+            # (an aborted transaction) is a failure too.
+            failed = (
+                [r for r in result if isinstance(r, BaseException)]
+                if isinstance(result, list)
+                else [ResponseError(f"the write transaction was not run: {result!r}")]
+            )
+            if failed:
+                future.set_exception(failed[0])
+            else:
+                future.set_result(None)
         elif start < 0:
             future.set_result(result)
         else:
@@ -431,7 +504,7 @@ class RedisHotTier:
             raise self._fail(err) from err
 
     async def put_many(self, items: list[tuple[str, str, str]]) -> None:
-        """Batched writes (namespace, key, text): one script call (with concurrent callers').
+        """Batched writes (namespace, key, text): one transaction (with concurrent callers').
 
         Encoded here, in the caller, so a text that cannot be encoded fails its own caller and
         not the others its batch is merged with.
@@ -440,11 +513,9 @@ class RedisHotTier:
         for start in range(0, len(items), _BATCH):
             chunk = items[start : start + _BATCH]
             idents = [f"{namespace}\x00{key}".encode() for namespace, key, _ in chunk]  # item_id
-            pairs: list[bytes] = [b""] * (2 * len(chunk))
-            pairs[0::2] = idents
-            pairs[1::2] = [text.encode() for _, _, text in chunk]
+            texts = [text.encode() for _, _, text in chunk]
             try:
-                await self._batch.put_many([head + i for i in idents], pairs)
+                await self._batch.put_many([head + i for i in idents], idents, texts)
             except RedisError as err:
                 raise self._fail(err) from err
 

@@ -96,6 +96,25 @@ async def test_single_writes_and_conditional_deletes_beside_batches(
         await tier.close()
 
 
+async def test_a_batch_write_over_a_key_of_another_type_replaces_it(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """The write transaction's size script reads a non-string key as size 0 (not an error
+    that would leave the MSET and ZADD queued after it applied without the byte count)."""
+    admin = redis.Redis.from_url(redis_url)
+    tier = RedisHotTier(redis_url, redis_prefix)
+    try:
+        admin.hset(redis_prefix + "i:ns\x00h", "field", "value")
+        await tier.put_many([("ns", "h", "now a string"), ("ns", "s", "plain")])
+        assert await tier.get_many(["ns\x00h", "ns\x00s"]) == ["now a string", "plain"]
+        items, lru, size = _invariants(redis_url, redis_prefix)
+        assert lru == {b"ns\x00h", b"ns\x00s"}
+        assert size == sum(len(v) for v in items.values())
+    finally:
+        admin.close()
+        await tier.close()
+
+
 async def test_a_text_that_cannot_be_encoded_fails_only_its_caller(
     redis_url: str, redis_prefix: str
 ) -> None:
