@@ -166,10 +166,13 @@ def test_repeated_hits_keep_every_boundary(node: ServerProcess) -> None:
     assert _chat(node, text, {"X-Prime-Spark-Namespace": "user:alias-b"})[0] == "miss"
     assert _chat(node, text, {**a, "X-Prime-Spark-Private": "1"})[0] == "miss"
     assert _chat(node, text, {**a, "X-Prime-Spark-Cache": "bypass"})[0] == "bypass"
-    assert _chat(node, text, a, token=TOKENS["admin"])[0] == "miss"  # admin: private by default
+    # Another principal, same bytes and headers: admin is private by default (private_tokens).
+    c = {"X-Prime-Spark-Namespace": "user:alias-c"}
+    assert [_chat(node, text, c)[0] for _ in range(3)] == ["miss", "hit", "hit"]
+    assert _chat(node, text, c, token=TOKENS["admin"])[0] == "miss"
     for _ in range(3):
-        assert _chat(node, text, a, token=TOKENS["admin"])[0] == "hit"
-        assert _chat(node, text, a)[0] == "hit"
+        assert _chat(node, text, c, token=TOKENS["admin"])[0] == "hit"
+        assert _chat(node, text, c)[0] == "hit"
     # A body flag is part of the bytes: explicit "private": false is the operator's entry.
     assert _chat(node, text, a, private=False)[0] == "hit"
     assert _chat(node, text, a, token=TOKENS["admin"], private=False)[0] == "hit"
