@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -119,22 +120,43 @@ def _emit(
 ) -> None:
     """One inference event; a schema bug must never fail the request it describes."""
     resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
     try:
-        analytics.emit(
-            InferenceEvent(
+        analytics.emit_data(
+            InferenceEvent,
+            inference_data(
+                record,
                 model=record.model or analytics.default_model,
-                side=record.side,
-                route=resource.canonical if resource is not None else "unmatched",
+                route=route,
                 status=status,
-                prompt_tokens=record.prompt_tokens,
-                completion_tokens=record.completion_tokens,
-                latency_ms=round(elapsed * 1000, 3),
-                generation_ms=round(record.generation_seconds * 1000, 3),
-                cache=record.cache,
                 stream=stream,
-                peer=record.peer,
-                served_for=record.served_for,
-            )
+                elapsed=elapsed,
+            ),
         )
     except ValueError:  # a schema bug must never fail the request it describes
         _LOGGER.exception("Inference analytics event rejected")
+
+
+def inference_data(
+    record: InferenceRecord, *, model: str, route: str, status: int, stream: bool, elapsed: float
+) -> dict[str, Any]:
+    """The ``data`` of the request's :class:`InferenceEvent`, built as a dict directly.
+
+    Exactly ``InferenceEvent(...).data()`` for the same values (same fields, same order: see
+    tests/server/analytics/test_events.py), without making the dataclass first: this runs on
+    every request, response-cache hits included.
+    """
+    return {
+        "model": model,
+        "side": record.side,
+        "route": route,
+        "status": status,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "latency_ms": round(elapsed * 1000, 3),
+        "generation_ms": round(record.generation_seconds * 1000, 3),
+        "cache": record.cache,
+        "stream": stream,
+        "peer": record.peer,
+        "served_for": record.served_for,
+    }
