@@ -33,6 +33,14 @@ from inference_server.security.middleware import (
 _EVENT_STREAM = "text/event-stream"
 
 
+def _is_event_stream(response: web.StreamResponse) -> bool:
+    """``response.content_type == "text/event-stream"`` without aiohttp's full header parse
+    (an email-style parser: several µs on every inference request): the media type is what
+    comes before any parameter, case-insensitive."""
+    raw = response.headers.get("Content-Type")
+    return raw is not None and raw.partition(";")[0].strip().lower() == _EVENT_STREAM
+
+
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = time.perf_counter()
@@ -55,7 +63,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             response = answer
         status = response.status
         if started is not None:
-            stream = response.content_type == _EVENT_STREAM
+            stream = _is_event_stream(response)
         return response
     except web.HTTPException as err:
         status = err.status

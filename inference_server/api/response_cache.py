@@ -39,6 +39,10 @@ from inference_server.routing.dispatch import (
 )
 from inference_server.security.middleware import PRINCIPAL_KEY
 
+_ROUTES: Final[dict[CacheStatus, RouteInfo]] = {
+    status: RouteInfo(reason=f"cache: {status}") for status in ("hit", "semantic-hit")
+}
+"""The route a hit took (``x-prime-spark-route``); ``RouteInfo`` is frozen, so one each."""
 _ANALYTICS_CACHE: Final[dict[CacheStatus, CacheResult]] = {
     "hit": "exact",
     "semantic-hit": "semantic",
@@ -167,7 +171,7 @@ async def _answer(
 ) -> web.StreamResponse:
     """The reply of a hit: JSON spliced from the stored encoding, or the stream replayed."""
     _note(request, lookup, model)
-    request[ROUTE_KEY] = RouteInfo(reason=f"cache: {lookup.status}")
+    request[ROUTE_KEY] = _ROUTES[lookup.status]
     cached = lookup.response or {}
     object_id = object_id or f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time()) if created is None else created
