@@ -51,7 +51,11 @@ _ANALYTICS_CACHE: Final[dict[CacheStatus, CacheResult]] = {
 }
 
 
-def body_alias_key(request: web.Request, raw: bytes) -> Hashable:
+ALIAS_HEADERS_MAX: Final = 512
+"""Characters of the three cache headers together beyond which a request gets no alias."""
+
+
+def body_alias_key(request: web.Request, raw: bytes) -> Hashable | None:
     """The request bytes and everything outside them that an exact lookup depends on.
 
     The body's SHA-256 with the cache, privacy and namespace headers as sent and the caller's
@@ -59,26 +63,32 @@ def body_alias_key(request: web.Request, raw: bytes) -> Hashable:
     same lookup, so an alias (:class:`~inference_server.memory.cache.Alias`) recorded for one
     answers the other without those steps. What may change under it (the node's default model,
     the router's privacy default, the cache being turned off, the entry's TTL) is checked again
-    on every use (:func:`cached_by_alias`).
+    on every use (:func:`cached_by_alias`). ``None`` (no alias: the full path every time) when
+    those headers are longer than :data:`ALIAS_HEADERS_MAX` together.
     """
     headers = request.headers
     principal = request.get(PRINCIPAL_KEY)
+    mode = headers.get(CACHE_MODE_HEADER)
+    namespace = headers.get(NAMESPACE_HEADER)
+    private = headers.get(PRIVATE_HEADER)
+    if len(mode or "") + len(namespace or "") + len(private or "") > ALIAS_HEADERS_MAX:
+        return None  # kept as sent in the key: long values would make the aliases big
     return (
         hashlib.sha256(raw).digest(),
-        headers.get(CACHE_MODE_HEADER),
-        headers.get(NAMESPACE_HEADER),
-        headers.get(PRIVATE_HEADER),
+        mode,
+        namespace,
+        private,
         None if principal is None else principal.key,
     )
 
 
 async def cached_by_alias(
-    request: web.Request, alias_key: Hashable, node: Node
+    request: web.Request, alias_key: Hashable | None, node: Node
 ) -> web.StreamResponse | None:
     """The exact hit of a byte-identical request answered before (see :func:`body_alias_key`),
     else ``None`` with nothing recorded or counted: the caller then takes the full path."""
     cache = request.app.get(RESPONSE_CACHE_KEY)
-    if cache is None:
+    if cache is None or alias_key is None:
         return None
     alias = cache.alias(alias_key)
     if alias is None:

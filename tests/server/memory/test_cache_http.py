@@ -176,6 +176,9 @@ def test_repeated_hits_keep_every_boundary(node: ServerProcess) -> None:
     # A body flag is part of the bytes: explicit "private": false is the operator's entry.
     assert _chat(node, text, a, private=False)[0] == "hit"
     assert _chat(node, text, a, token=TOKENS["admin"], private=False)[0] == "hit"
+    # Headers too long to keep in an alias key: no alias, the full path answers every time.
+    long = {"X-Prime-Spark-Namespace": "user:" + "x" * 600}
+    assert [_chat(node, text, long)[0] for _ in range(3)] == ["miss", "hit", "hit"]
     # An invalid header is still refused, alias or not.
     status, _, body = node.request(
         "POST", "/v1/chat/completions",
