@@ -1,8 +1,9 @@
 """The application's one middleware: metrics, inference events, JSON errors and auth in a layer.
 
 They were four aiohttp middlewares; each layer costs a partial, a coroutine and its frames on
-every request, which is a measurable part of a response-cache hit (bench/RESULTS.md, "Memory"
-(b)). The order and what each one saw are kept, from the outside in:
+every request (a few µs of a response-cache hit: too little to show on its own in the A/B of
+bench/RESULTS.md, "Memory" (b), but fewer calls on the hottest path). The order and what each
+one saw are kept, from the outside in:
 
 1. metrics: every response under its route template, with the status the client got (an
    exception that escapes is counted as a 500, an ``HTTPException`` under its status);
