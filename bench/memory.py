@@ -1,7 +1,8 @@
 """Memory benchmarks: the hot tier vs redis-benchmark, and the response-cache hit path over HTTP.
 
     scripts/shell python -m bench.memory [--redis-url URL] [--seconds 5] [--rates 1000,2000,3000]
-                                         [--clients 8,50] [--skip-http] [--out bench/RESULTS.md]
+                                         [--clients 8,50] [--skip-http | --skip-hot]
+                                         [--out bench/RESULTS.md]
 
 (a) Hot tier: ``RedisHotTier`` (redis-py asyncio) with a 50/50 get/put mix, pipelined in batches
     of ``--pipeline`` (16) operations (``get_many`` = MGET, ``put_many`` = the batch put script
@@ -418,6 +419,8 @@ def render(args: argparse.Namespace, pairs: list[tuple[dict[str, Any], dict[str,
             f"**{hot['ops_per_second'] / rb_mean:.2f}** (goal >= 0.5){cpu_ratio}"
         )
     lines += ["", *ratios, ""]
+    if not pairs:  # --skip-hot: no part (a) to show
+        lines = lines[: next(i for i, line in enumerate(lines) if line.startswith("### (a)"))]
     lines += [
         "### (b) Response-cache hit path over HTTP (open-model load)",
         "",
@@ -470,6 +473,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument(
+        "--skip-hot", action="store_true", help="part (b) only: no hot-tier or redis-benchmark run"
+    )
+    parser.add_argument(
         "--generator",
         choices=("auto", "oha", "python"),
         default="auto",
@@ -480,7 +486,7 @@ def main() -> None:
     args.generator_used, args.pinning, args.load_before = "-", "-", "-"
 
     pairs = []
-    for clients in (int(c) for c in args.clients.split(",")):
+    for clients in () if args.skip_hot else (int(c) for c in args.clients.split(",")):
         hot = asyncio.run(hot_tier(args.redis_url, args.seconds, args.pipeline, clients))
         pairs.append((hot, redis_benchmark(args.redis_url, args.pipeline, 400_000)))
     rows: list[dict[str, Any]] = []

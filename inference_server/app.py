@@ -17,7 +17,6 @@ from aiohttp import web
 from inference_server import __version__
 from inference_server.agents.service import AGENTS_KEY, AgentService, agents_lifecycle
 from inference_server.analytics.events import NodeHealthEvent
-from inference_server.analytics.requests import inference_events_middleware
 from inference_server.analytics.service import (
     ANALYTICS_KEY,
     Analytics,
@@ -28,22 +27,18 @@ from inference_server.api import agents, control, health, link, openai, vision
 from inference_server.api import analytics as analytics_api
 from inference_server.api import power as power_api
 from inference_server.api import routing as routing_api
-from inference_server.api.errors import error_middleware
 from inference_server.api.memory import MEMORY_KEY, setup_memory
 from inference_server.config import Settings
 from inference_server.discovery import Advertiser
 from inference_server.events import StateWatcher
 from inference_server.link.monitor import LINK_KEY, LinkMonitor, link_lifecycle
-from inference_server.metrics import METRICS_KEY, Metrics, metrics_middleware
+from inference_server.metrics import METRICS_KEY, Metrics
+from inference_server.middleware import request_middleware
 from inference_server.models.registry import ModelRegistry
 from inference_server.node import NODE_KEY, Node, resolve_node_id
 from inference_server.routing.setup import attach_routing
 from inference_server.security.auth import Authenticator, bootstrap_admin_token
-from inference_server.security.middleware import (
-    AUTHENTICATOR_KEY,
-    RATE_LIMITER_KEY,
-    auth_middleware,
-)
+from inference_server.security.middleware import AUTHENTICATOR_KEY, RATE_LIMITER_KEY
 from inference_server.security.ratelimit import RateLimiter
 from inference_server.stats import STATS_KEY
 from inference_server.vision_cloud import attach_cloud_vision
@@ -54,12 +49,7 @@ _LOGGER = logging.getLogger(__name__)
 
 def create_app(settings: Settings, *, engine: ModelRegistry | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[
-            metrics_middleware,
-            inference_events_middleware,
-            error_middleware,
-            auth_middleware,
-        ],
+        middlewares=[request_middleware],
         client_max_size=settings.server.max_body_bytes,
     )
     node_id = resolve_node_id(settings)

@@ -7,7 +7,6 @@ the engine rather than mirrored, so they can never drift.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from typing import Final
 
@@ -16,7 +15,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from inference_server.api.errors import Handler
 from inference_server.backends.base import FinishEvent, SlotStatus
 from inference_server.stats import STATS_KEY
 
@@ -156,26 +154,16 @@ class Metrics:
 METRICS_KEY: Final = web.AppKey("metrics", Metrics)
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every response under its route template (never the raw path: bounded labels).
+def observe_response(request: web.Request, status: int, elapsed: float) -> None:
+    """Count one response under its route template (never the raw path: bounded labels).
 
-    Inference routes (``/v1/...``) also feed the rolling window that HA's sensors show.
+    Inference routes (``/v1/...``) also feed the rolling window that HA's sensors show. Called
+    by the application's one middleware (:func:`inference_server.middleware.request_middleware`)
+    for every request, failed ones included.
     """
-    start = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as err:
-        status = err.status
-        raise
-    finally:
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        elapsed = time.perf_counter() - start
-        metrics = request.app[METRICS_KEY]
-        metrics.observe_request(route, request.method, status, elapsed)
-        if route.startswith("/v1/") and request.method == "POST":
-            request.app[STATS_KEY].record_request(elapsed, error=status >= 400)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    app = request.app
+    app[METRICS_KEY].observe_request(route, request.method, status, elapsed)
+    if route.startswith("/v1/") and request.method == "POST":
+        app[STATS_KEY].record_request(elapsed, error=status >= 400)

@@ -235,6 +235,26 @@ def envelope(
     }
 
 
+def envelope_data(
+    payload_type: type[Payload], data: dict[str, Any], *, node_id: str
+) -> dict[str, Any]:
+    """:func:`envelope` of a payload given as its ``data`` dict (what ``Payload.data`` returns).
+
+    For the per-request inference event: building the dataclass and then its dict cost about as
+    much as the rest of emitting it (a few µs of a cache hit's ~0.3 ms). The dict must be the
+    one the dataclass would give (its fields, in order: a test holds the two together), and is
+    validated against the topic's schema like any other event.
+    """
+    return {
+        "event_id": str(_new_event_id()),
+        "type": payload_type.TYPE,
+        "version": payload_type.VERSION,
+        "occurred_at": time.time(),
+        "node_id": node_id,
+        "data": data,
+    }
+
+
 def encode(event: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON; orjson is ~10x faster than the stdlib here (at 100k events/s that is
     half a core), and the stdlib takes what orjson refuses (integers beyond 64 bits)."""

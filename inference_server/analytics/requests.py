@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from inference_server.analytics.events import CacheResult, InferenceEvent, Side
 from inference_server.analytics.service import ANALYTICS_KEY, Analytics
-from inference_server.api.errors import Handler
 from inference_server.backends.remote import FORWARDED_HEADER, FORWARDED_MAX_LENGTH
 
 _LOGGER = logging.getLogger(__name__)
@@ -44,6 +43,9 @@ _CURRENT: contextvars.ContextVar[InferenceRecord | None] = contextvars.ContextVa
     "prime_spark_inference_record", default=None
 )
 
+Started = tuple[Analytics, InferenceRecord, contextvars.Token[InferenceRecord | None]]
+"""What :func:`start_record` hands to :func:`finish_record`."""
+
 
 def current_record() -> InferenceRecord | None:
     """The record of the request being handled (``None`` outside an inference request)."""
@@ -62,31 +64,34 @@ def note_generation(
         record.generation_seconds += generation_seconds
 
 
-@web.middleware
-async def inference_events_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def start_record(request: web.Request) -> Started | None:
+    """The record of an inference request (``POST /v1/...`` with analytics on), made current.
+
+    The caller must call :func:`finish_record` whatever happens to the request. Used by the
+    application's one middleware (:func:`inference_server.middleware.request_middleware`).
+    """
     if request.method != "POST" or not request.path.startswith(INFERENCE_PREFIX):
-        return await handler(request)
+        return None
     analytics = request.app.get(ANALYTICS_KEY)
     if analytics is None:
-        return await handler(request)
+        return None
     record = InferenceRecord(served_for=forwarded_by(request))
-    token = _CURRENT.set(record)
-    start = time.perf_counter()
-    status = 500
-    stream = False
-    try:
-        response = await handler(request)
-        status = response.status
-        stream = response.content_type == "text/event-stream"
-        return response
-    except web.HTTPException as err:
-        status = err.status
-        raise
-    finally:
-        _CURRENT.reset(token)
-        if status not in UNAUTHENTICATED:
-            elapsed = time.perf_counter() - start
-            _emit(analytics, request, record=record, status=status, stream=stream, elapsed=elapsed)
+    return analytics, record, _CURRENT.set(record)
+
+
+def finish_record(
+    request: web.Request,
+    started: Started,
+    *,
+    status: int,
+    stream: bool,
+    elapsed: float,
+) -> None:
+    """Leave the request's record and emit its event (not for a refused caller: 401/403)."""
+    analytics, record, token = started
+    _CURRENT.reset(token)
+    if status not in UNAUTHENTICATED:
+        _emit(analytics, request, record=record, status=status, stream=stream, elapsed=elapsed)
 
 
 def forwarded_by(request: web.Request) -> str | None:
@@ -115,22 +120,43 @@ def _emit(
 ) -> None:
     """One inference event; a schema bug must never fail the request it describes."""
     resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
     try:
-        analytics.emit(
-            InferenceEvent(
+        analytics.emit_data(
+            InferenceEvent,
+            inference_data(
+                record,
                 model=record.model or analytics.default_model,
-                side=record.side,
-                route=resource.canonical if resource is not None else "unmatched",
+                route=route,
                 status=status,
-                prompt_tokens=record.prompt_tokens,
-                completion_tokens=record.completion_tokens,
-                latency_ms=round(elapsed * 1000, 3),
-                generation_ms=round(record.generation_seconds * 1000, 3),
-                cache=record.cache,
                 stream=stream,
-                peer=record.peer,
-                served_for=record.served_for,
-            )
+                elapsed=elapsed,
+            ),
         )
     except ValueError:  # a schema bug must never fail the request it describes
         _LOGGER.exception("Inference analytics event rejected")
+
+
+def inference_data(
+    record: InferenceRecord, *, model: str, route: str, status: int, stream: bool, elapsed: float
+) -> dict[str, Any]:
+    """The ``data`` of the request's :class:`InferenceEvent`, built as a dict directly.
+
+    Exactly ``InferenceEvent(...).data()`` for the same values (same fields, same order: see
+    tests/server/analytics/test_events.py), without making the dataclass first: this runs on
+    every request, response-cache hits included.
+    """
+    return {
+        "model": model,
+        "side": record.side,
+        "route": route,
+        "status": status,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "latency_ms": round(elapsed * 1000, 3),
+        "generation_ms": round(record.generation_seconds * 1000, 3),
+        "cache": record.cache,
+        "stream": stream,
+        "peer": record.peer,
+        "served_for": record.served_for,
+    }

@@ -30,6 +30,7 @@ from inference_server.analytics.events import (
     Payload,
     encode,
     envelope,
+    envelope_data,
     sink_topics,
 )
 from inference_server.analytics.jobs import Scheduler
@@ -133,6 +134,12 @@ class Analytics:
     def emit(self, payload: Payload, *, occurred_at: float | None = None) -> str:
         """Validate and enqueue one event; returns its ``event_id``. Never blocks."""
         event = envelope(payload, node_id=self.node_id, occurred_at=occurred_at)
+        self.emit_envelope(event)
+        return str(event["event_id"])
+
+    def emit_data(self, payload_type: type[Payload], data: dict[str, Any]) -> str:
+        """:meth:`emit` of a payload given as its ``data`` dict (see :func:`envelope_data`)."""
+        event = envelope_data(payload_type, data, node_id=self.node_id)
         self.emit_envelope(event)
         return str(event["event_id"])
 

@@ -94,23 +94,27 @@ _HTTP_MESSAGES = {
 }
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure leaves as a JSON error body, including aiohttp's own 404/405/413."""
-    try:
-        return await handler(request)
-    except ApiError as err:
+def error_response(request: web.Request, err: Exception) -> web.Response | None:
+    """The JSON error answer for a failure below the handler, or ``None`` to let it propagate.
+
+    Every failure leaves as a JSON error body, including aiohttp's own 404/405/413; redirects
+    (an ``HTTPException`` below 400) and unexpected exceptions propagate (aiohttp answers 500).
+    Called by the application's one middleware
+    (:func:`inference_server.middleware.request_middleware`).
+    """
+    if isinstance(err, ApiError):
         return err.response()
-    except BackendError as err:
+    if isinstance(err, BackendError):
         api_error = from_backend(err)
         if api_error.status >= 500:
             _LOGGER.error("Engine failure on %s: %s", request.path, err)
         return api_error.response()
-    except web.HTTPException as err:
+    if isinstance(err, web.HTTPException):
         if err.status < 400:
-            raise
+            return None
         message = _HTTP_MESSAGES.get(err.status, err.reason)
         # Keep what the exception says about the resource (RFC 9110: a 405 lists ``Allow``).
         headers = {name: err.headers[name] for name in ("Allow",) if name in err.headers}
         code = err.reason.lower().replace(" ", "_")
         return ApiError(err.status, message, code=code, headers=headers).response()
+    return None

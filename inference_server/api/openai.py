@@ -26,6 +26,8 @@ from inference_server.analytics.requests import note_generation
 from inference_server.api.errors import ApiError, from_backend
 from inference_server.api.response_cache import (
     CloudAnswerTap,
+    body_alias_key,
+    cached_by_alias,
     cached_chat_response,
     remember_chat_response,
 )
@@ -33,6 +35,8 @@ from inference_server.api.validation import (
     CHAT_SCHEMA,
     COMPLETION_SCHEMA,
     EMBEDDINGS_SCHEMA,
+    parse_json,
+    read_body,
     read_json,
     validate,
 )
@@ -311,9 +315,15 @@ async def _prepare(node: Node, body: dict[str, Any], model: str) -> PreparedChat
 @requires("operator")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """The response cache sits in front of the router: a hit is answered here, a miss is
-    stored by whichever side (edge or cloud peer) answers it."""
-    body = validate(CHAT_SCHEMA, await read_json(request))
+    stored by whichever side (edge or cloud peer) answers it. A byte-identical repeat of a
+    request that hit exactly is answered from its alias before the body is even parsed."""
     node = request.app[NODE_KEY]
+    raw = await read_body(request)
+    alias_key = body_alias_key(request, raw)
+    hit = await cached_by_alias(request, alias_key, node)
+    if hit is not None:
+        return hit
+    body = validate(CHAT_SCHEMA, parse_json(raw))
     call = _call(node, body, "chatcmpl")
     cached, lookup = await cached_chat_response(
         request,
@@ -324,6 +334,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         private=is_private(request, body, node),
         object_id=call.object_id,
         created=call.created,
+        alias_key=alias_key,
     )
     if cached is not None:
         return cached

@@ -8,9 +8,11 @@ the dispatcher feeds with the peer's whole answer or its SSE lines.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
+from collections.abc import Hashable
 from typing import Any, Final
 
 from aiohttp import web
@@ -18,21 +20,90 @@ from aiohttp import web
 from inference_server.analytics.events import CacheResult
 from inference_server.analytics.requests import current_record
 from inference_server.memory.cache import (
+    CACHE_MODE_HEADER,
     CACHE_STATUS_KEY,
     HEADER,
+    NAMESPACE_HEADER,
     RESPONSE_CACHE_KEY,
+    Alias,
     CacheStatus,
     Lookup,
     hit_body,
 )
-from inference_server.routing.dispatch import ROUTE_KEY, RouteInfo
+from inference_server.node import Node
+from inference_server.routing.dispatch import (
+    PRIVATE_HEADER,
+    ROUTE_KEY,
+    RouteInfo,
+    private_verdict,
+)
+from inference_server.security.middleware import PRINCIPAL_KEY
 
+_ROUTES: Final[dict[CacheStatus, RouteInfo]] = {
+    status: RouteInfo(reason=f"cache: {status}") for status in ("hit", "semantic-hit")
+}
+"""The route a hit took (``x-prime-spark-route``); ``RouteInfo`` is frozen, so one each."""
 _ANALYTICS_CACHE: Final[dict[CacheStatus, CacheResult]] = {
     "hit": "exact",
     "semantic-hit": "semantic",
     "miss": "miss",
     "bypass": "none",
 }
+
+
+ALIAS_HEADERS_MAX: Final = 512
+"""Characters of the three cache headers together beyond which a request gets no alias."""
+
+
+def body_alias_key(request: web.Request, raw: bytes) -> Hashable | None:
+    """The request bytes and everything outside them that an exact lookup depends on.
+
+    The body's SHA-256 with the cache, privacy and namespace headers as sent and the caller's
+    principal: two requests with the same alias key parse, validate and canonicalise to the
+    same lookup, so an alias (:class:`~inference_server.memory.cache.Alias`) recorded for one
+    answers the other without those steps. What may change under it (the node's default model,
+    the router's privacy default, the cache being turned off, the entry's TTL) is checked again
+    on every use (:func:`cached_by_alias`). ``None`` (no alias: the full path every time) when
+    those headers are longer than :data:`ALIAS_HEADERS_MAX` together.
+    """
+    headers = request.headers
+    principal = request.get(PRINCIPAL_KEY)
+    mode = headers.get(CACHE_MODE_HEADER)
+    namespace = headers.get(NAMESPACE_HEADER)
+    private = headers.get(PRIVATE_HEADER)
+    if len(mode or "") + len(namespace or "") + len(private or "") > ALIAS_HEADERS_MAX:
+        return None  # kept as sent in the key: long values would make the aliases big
+    return (
+        hashlib.sha256(raw).digest(),
+        mode,
+        namespace,
+        private,
+        None if principal is None else principal.key,
+    )
+
+
+async def cached_by_alias(
+    request: web.Request, alias_key: Hashable | None, node: Node
+) -> web.StreamResponse | None:
+    """The exact hit of a byte-identical request answered before (see :func:`body_alias_key`),
+    else ``None`` with nothing recorded or counted: the caller then takes the full path."""
+    cache = request.app.get(RESPONSE_CACHE_KEY)
+    if cache is None or alias_key is None:
+        return None
+    alias = cache.alias(alias_key)
+    if alias is None:
+        return None
+    model = alias.model or node.settings.models.default
+    if model != alias.resolved_model:
+        return None
+    if private_verdict(request, alias.private, node) != alias.resolved_private:
+        return None
+    lookup = cache.lookup_alias(alias_key, alias)
+    if lookup is None:
+        return None
+    return await _answer(
+        request, lookup, model, stream=alias.stream, include_usage=alias.include_usage
+    )
 
 
 async def cached_chat_response(
@@ -45,6 +116,7 @@ async def cached_chat_response(
     private: bool | None = None,
     object_id: str | None = None,
     created: int | None = None,
+    alias_key: Hashable | None = None,
 ) -> tuple[web.StreamResponse | None, Lookup | None]:
     """A response for a cache hit (JSON or SSE like the request asked), else the lookup to store.
 
@@ -52,30 +124,73 @@ async def cached_chat_response(
     scope is exactly the one that decides whether a request may leave the node. ``object_id``
     and ``created`` are the ones the handler already made for this request (made here if not).
     A JSON hit is the entry's JSON encoded when it was stored, with this request's id and time
-    in front: the reply is not serialized again on every hit.
+    in front: the reply is not serialized again on every hit. After an exact hit, an
+    ``alias_key`` (:func:`body_alias_key`) is remembered, so the same bytes hit without parsing.
     """
     cache = request.app.get(RESPONSE_CACHE_KEY)
     if cache is None:
         return None, None
     lookup = await cache.lookup(body, request.headers, model, private=private)
+    if lookup.status == "hit" and alias_key is not None and private is not None and lookup.key:
+        flag = body.get("private")
+        cache.remember_alias(
+            alias_key,
+            Alias(
+                key=lookup.key,
+                model=body.get("model") or None,
+                private=flag if isinstance(flag, bool) else None,
+                resolved_model=model,
+                resolved_private=private,
+                stream=stream,
+                include_usage=include_usage,
+            ),
+        )
+    if lookup.response is None:
+        _note(request, lookup, model)
+        return None, lookup
+    response = await _answer(
+        request,
+        lookup,
+        model,
+        stream=stream,
+        include_usage=include_usage,
+        object_id=object_id,
+        created=created,
+    )
+    return response, lookup
+
+
+def _note(request: web.Request, lookup: Lookup, model: str) -> None:
+    """What the cache did, for the response header and the request's inference event."""
     request[CACHE_STATUS_KEY] = lookup.status
     record = current_record()
     if record is not None:  # the inference event's cache column (the summary's hit rate)
         record.cache = _ANALYTICS_CACHE[lookup.status]
         record.model = record.model or model
-    if lookup.response is None:
-        return None, lookup
-    request[ROUTE_KEY] = RouteInfo(reason=f"cache: {lookup.status}")
-    cached = lookup.response
+
+
+async def _answer(
+    request: web.Request,
+    lookup: Lookup,
+    model: str,
+    *,
+    stream: bool,
+    include_usage: bool,
+    object_id: str | None = None,
+    created: int | None = None,
+) -> web.StreamResponse:
+    """The reply of a hit: JSON spliced from the stored encoding, or the stream replayed."""
+    _note(request, lookup, model)
+    request[ROUTE_KEY] = _ROUTES[lookup.status]
+    cached = lookup.response or {}
     object_id = object_id or f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time()) if created is None else created
     if not stream:
         if not lookup.encoded:
-            return web.json_response({**cached, "id": object_id, "created": created}), lookup
+            return web.json_response({**cached, "id": object_id, "created": created})
         body_bytes = hit_body(lookup.encoded, object_id, created)
-        response = web.Response(body=body_bytes, content_type="application/json", charset="utf-8")
-        return response, lookup
-    return await _replay_stream(request, cached, object_id, created, include_usage), lookup
+        return web.Response(body=body_bytes, content_type="application/json", charset="utf-8")
+    return await _replay_stream(request, cached, object_id, created, include_usage)
 
 
 async def _replay_stream(

@@ -213,9 +213,18 @@ def query_flag(request: web.Request, name: str) -> bool | None:
 
 async def read_json(request: web.Request) -> Any:
     """Parse the body; malformed JSON is the client's mistake (400), not ours."""
+    return parse_json(await read_body(request))
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The raw body (a request without one is a 400); :func:`parse_json` reads it."""
     if not request.can_read_body:
         raise ApiError(400, "The request needs a JSON body", code="invalid_body")
-    raw = await request.read()
+    return await request.read()
+
+
+def parse_json(raw: bytes) -> Any:
+    """A body as JSON; malformed JSON is the client's mistake (400), not ours."""
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -26,6 +26,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -37,6 +38,8 @@ from inference_server.memory.guard import Signature, compatible, signature
 
 CacheStatus = Literal["hit", "semantic-hit", "miss", "bypass"]
 HEADER = "x-prime-spark-cache"
+CACHE_MODE_HEADER = "X-Prime-Spark-Cache"
+NAMESPACE_HEADER = "X-Prime-Spark-Namespace"
 _EXCLUDED = frozenset(
     {"stream", "stream_options", "cache", "private", "namespace", "user", "metadata", "store"}
 )
@@ -98,6 +101,29 @@ class Lookup:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Alias:
+    """What an exact hit needs to be answered again from the same request bytes.
+
+    Recorded by the caller after an exact hit, under a key the caller makes of the raw body and
+    of everything outside the body that the lookup depends on (see
+    :func:`inference_server.api.response_cache.body_alias_key`). Serving from it skips parsing,
+    validating and canonicalising a body that was already found to hit. ``model`` and
+    ``private`` are the request's own fields (``None`` when absent: the node's default model and
+    the router's privacy default apply, and those may change); ``resolved_model`` and
+    ``resolved_private`` are what the canonical key was made with, so an alias whose defaults no
+    longer resolve the same way is not used.
+    """
+
+    key: str
+    model: str | None
+    private: bool | None
+    resolved_model: str
+    resolved_private: bool
+    stream: bool
+    include_usage: bool
+
+
 def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes", "on"}
@@ -105,7 +131,7 @@ def _truthy(value: Any) -> bool:
 
 
 def scope_of(body: dict[str, Any], headers: Any) -> tuple[str, bool]:
-    namespace = headers.get("X-Prime-Spark-Namespace") or body.get("namespace")
+    namespace = headers.get(NAMESPACE_HEADER) or body.get("namespace")
     if not namespace:
         user = body.get("user")
         namespace = f"user:{user}" if isinstance(user, str) and user else "shared"
@@ -132,6 +158,7 @@ class ResponseCache:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._groups: dict[str, set[str]] = {}
         self._thresholds = dict(settings.cache_thresholds)
+        self._aliases: dict[Hashable, Alias] = {}
         self.counters = CacheCounters()
 
     @property
@@ -150,7 +177,30 @@ class ResponseCache:
         count = len(self._entries)
         self._entries.clear()
         self._groups.clear()
+        self._aliases.clear()
         return count
+
+    def remember_alias(self, alias_key: Hashable, alias: Alias) -> None:
+        """Keep an alias of an exact hit (the oldest go first beyond twice the entry bound)."""
+        aliases = self._aliases
+        aliases.pop(alias_key, None)
+        aliases[alias_key] = alias
+        while len(aliases) > 2 * self._settings.cache_max_entries:
+            del aliases[next(iter(aliases))]
+
+    def alias(self, alias_key: Hashable) -> Alias | None:
+        """The alias kept under ``alias_key`` (``None`` when unknown or the cache is off)."""
+        return self._aliases.get(alias_key) if self.enabled else None
+
+    def lookup_alias(self, alias_key: Hashable, alias: Alias) -> Lookup | None:
+        """The exact hit an alias points to, counted as a hit; ``None`` (nothing counted) when
+        its entry expired or was evicted: the caller then does the full lookup, which misses."""
+        entry = self._get(alias.key, time.time())
+        if entry is None:
+            self._aliases.pop(alias_key, None)
+            return None
+        self.counters.hit += 1
+        return Lookup(status="hit", response=entry.response, encoded=entry.encoded, key=alias.key)
 
     def stats(self) -> dict[str, Any]:
         c = self.counters
@@ -177,7 +227,7 @@ class ResponseCache:
     ) -> Lookup:
         """Answer from the cache or say how to store the reply; ``private`` (the router's
         verdict) overrides the request's own flags when given."""
-        mode = str(headers.get("X-Prime-Spark-Cache") or body.get("cache") or "auto").lower()
+        mode = str(headers.get(CACHE_MODE_HEADER) or body.get("cache") or "auto").lower()
         deterministic = body.get("temperature") == 0 or mode == "always"
         if not self.enabled or mode == "bypass" or not deterministic or body.get("n", 1) != 1:
             self.counters.bypass += 1

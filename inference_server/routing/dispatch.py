@@ -113,20 +113,33 @@ async def add_route_headers(request: web.Request, response: web.StreamResponse) 
 
 def is_private(request: web.Request, body: dict[str, Any], node: Node) -> bool:
     """Private when the body or the header says so; else the node's default for this caller."""
-    said: list[bool] = []
-    header = request.headers.get(PRIVATE_HEADER)
-    if header is not None:
-        value = header.strip().lower()
-        if value not in _TRUE | _FALSE:
-            raise ApiError(400, f"{PRIVATE_HEADER}: expected true or false", code="invalid_header")
-        said.append(value in _TRUE)
+    header = _private_header(request)
+    flag: bool | None = None
     if "private" in body:
         flag = body["private"]
         if not isinstance(flag, bool):
             raise ApiError(400, "private: expected a boolean", param="private")
-        said.append(flag)
-    if said:
-        return any(said)
+    return _private(request, header, flag, node)
+
+
+def private_verdict(request: web.Request, body_flag: bool | None, node: Node) -> bool:
+    """:func:`is_private` for a body whose ``private`` field (``None``: absent) is known."""
+    return _private(request, _private_header(request), body_flag, node)
+
+
+def _private_header(request: web.Request) -> bool | None:
+    header = request.headers.get(PRIVATE_HEADER)
+    if header is None:
+        return None
+    value = header.strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise ApiError(400, f"{PRIVATE_HEADER}: expected true or false", code="invalid_header")
+    return value in _TRUE
+
+
+def _private(request: web.Request, header: bool | None, body: bool | None, node: Node) -> bool:
+    if header is not None or body is not None:
+        return bool(header) or bool(body)
     settings = node.settings.routing
     principal = request.get(PRINCIPAL_KEY)
     by_token = principal is not None and principal.name in settings.private_tokens

@@ -11,7 +11,7 @@ from typing import Final, TypeVar
 
 from aiohttp import web
 
-from inference_server.api.errors import ApiError, Handler
+from inference_server.api.errors import ApiError
 from inference_server.config import Role
 from inference_server.security.auth import Authenticator, AuthError, Principal
 from inference_server.security.ratelimit import RateLimiter
@@ -43,12 +43,17 @@ def required_role(handler: object) -> str:
     return str(getattr(handler, _ROLE_ATTR, "admin"))
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def authorize(request: web.Request) -> Principal | None:
+    """The caller of a route that needs a role, checked against it (``None``: nothing to check).
+
+    Raises the 401/403 :class:`ApiError`; the rate limit is :func:`check_rate` (async, and only
+    when a limit is set). Called by the application's one middleware
+    (:func:`inference_server.middleware.request_middleware`), before the handler.
+    """
     route = request.match_info.route
     needed = required_role(route.handler) if route.resource is not None else _PUBLIC
     if needed == _PUBLIC or request.method == "OPTIONS":
-        return await handler(request)
+        return None
     try:
         principal = request.app[AUTHENTICATOR_KEY].authenticate(
             request.headers.get("Authorization")
@@ -66,7 +71,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             type_="permission_error",
             code="forbidden",
         )
-    retry_after = await request.app[RATE_LIMITER_KEY].check(principal.key)
+    return principal
+
+
+async def check_rate(request: web.Request, principal: Principal, limiter: RateLimiter) -> None:
+    """Take one request from the caller's budget, else the 429 :class:`ApiError`."""
+    retry_after = await limiter.check(principal.key)
     if retry_after is not None:
         raise ApiError(
             429,
@@ -75,5 +85,3 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             code="rate_limited",
             headers={"Retry-After": str(int(retry_after))},
         )
-    request[PRINCIPAL_KEY] = principal
-    return await handler(request)

@@ -20,9 +20,11 @@ from inference_server.analytics.events import (
     PowerEvent,
     RoutingEvent,
     envelope,
+    envelope_data,
     sink_topics,
     topic_name,
 )
+from inference_server.analytics.requests import InferenceRecord, inference_data
 from inference_server.analytics.schema import EventSchemaError, schema, validate_event
 
 SAMPLES = [
@@ -173,3 +175,27 @@ def test_unbounded_numbers_are_refused_before_a_store_sums_them() -> None:
     validate_event(power)
     with pytest.raises(EventSchemaError, match=r"data/watts: .*maximum of 1000000"):
         validate_event({**power, "data": {**power["data"], "watts": 1.6e73}})
+
+
+def test_inference_data_is_the_dataclass_dict() -> None:
+    """The request path builds the inference event's ``data`` without the dataclass: it must be
+    the dataclass's dict, field for field and in order, and its envelope the usual one."""
+    record = InferenceRecord(model="gemma", side="cloud", peer="p1", cache="exact",
+                             prompt_tokens=7, completion_tokens=3, generation_seconds=0.0123456,
+                             served_for="edge-1")  # fmt: skip
+    data = inference_data(record, model="gemma", route="/v1/chat/completions", status=200,
+                          stream=True, elapsed=0.0456789)  # fmt: skip
+    expected = InferenceEvent(
+        model="gemma", side="cloud", route="/v1/chat/completions", status=200, prompt_tokens=7,
+        completion_tokens=3, latency_ms=45.679, generation_ms=12.346, cache="exact", stream=True,
+        peer="p1", served_for="edge-1",
+    ).data()  # fmt: skip
+    assert data == expected and list(data) == list(expected)
+    assert list(data) == [field.name for field in dataclasses.fields(InferenceEvent)]
+    event = envelope_data(InferenceEvent, data, node_id="node-1")
+    reference = envelope(InferenceEvent(**data), node_id="node-1")
+    assert list(event) == list(reference)
+    assert {k: v for k, v in event.items() if k not in ("event_id", "occurred_at")} == {
+        k: v for k, v in reference.items() if k not in ("event_id", "occurred_at")
+    }
+    validate_event(event)

@@ -466,11 +466,17 @@ def test_subsystems_work_unchanged_with_analytics_off(
 
 
 def test_response_cache_result_is_recorded(server: ServerProcess) -> None:
-    """The same prompt twice on a node with the response cache: a miss, then an exact hit,
-    both in the inference events, so the summary's cache hit rate is real."""
+    """The same prompt four times on a node with the response cache: a miss, then exact hits
+    (the last two answered from the alias of the first hit's bytes), all in the inference
+    events, so the summary's cache hit rate is real."""
+
+    def exact() -> list[dict[str, Any]]:
+        return [e for e in _events(server, "inference") if e["data"]["cache"] == "exact"]
+
+    exact_before = len(exact())
     prompt = f"Name a colour ({uuid.uuid4().hex[:8]})."
     body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 4, "temperature": 0}
-    for _ in range(2):
+    for _ in range(4):
         status, _, answer = server.request(
             "POST", "/v1/chat/completions", body, token=TOKENS["operator"]
         )
@@ -478,6 +484,17 @@ def test_response_cache_result_is_recorded(server: ServerProcess) -> None:
     assert _stored(server, "inference", lambda d: d["cache"] == "miss", "a cache miss")
     hit = _stored(server, "inference", lambda d: d["cache"] == "exact", "a cache hit")["data"]
     assert hit["side"] == "edge" and hit["model"] != "unknown"
+
+    def three_new() -> list[dict[str, Any]] | None:
+        events = exact()
+        return events[exact_before:] if len(events) >= exact_before + 3 else None
+
+    hits = until(three_new, "three cache-hit events")
+    assert len(hits) == 3
+    for event in hits:
+        validate_event(event)
+        assert event["data"]["model"] == hit["model"] and event["data"]["status"] == 200
+        assert event["data"]["route"] == "/v1/chat/completions" and event["data"]["side"] == "edge"
     status, _, summary = server.request(
         "GET", "/api/v1/analytics/summary?window=5m", token=TOKENS["reader"]
     )
