@@ -165,7 +165,7 @@ async def _cloud_chat(
     node: Node, upstream: Upstream, route: RouteRequest, reason: str, body: dict[str, Any]
 ) -> ChatOutput:
     router = node.router
-    assert router is not None
+    assert router is not None  # nosec B101: set up with routing
     peer_model = upstream.model_for(route.model, node.engine.default_model)
     forward = {**body, "model": peer_model} if peer_model is not None else body
     started = time.monotonic()

@@ -299,7 +299,7 @@ class Analytics:
         self.skipped += count
 
     async def _sample_health(self) -> dict[str, Any]:
-        assert self._health_sampler is not None
+        assert self._health_sampler is not None  # nosec B101: only scheduled with a sampler
         sample = self._health_sampler()
         event_id = self.emit(sample)
         return {"event_id": event_id}

@@ -123,7 +123,7 @@ class Spool:
             ):
                 self._roll()
             fd = self._file
-            assert fd is not None
+            assert fd is not None  # nosec B101: _roll() opened it
             await asyncio.to_thread(_write_all, fd, data)
             self._sizes[self._active] += len(data)
             self.backlog += len(lines)

@@ -289,7 +289,7 @@ class VisionService:
         limit = max_detections or self.max_detections
         for step in steps:
             if step == CLOUD:
-                assert self.cloud is not None
+                assert self.cloud is not None  # nosec B101: CLOUD is a step only with a cloud
                 params = {"min_score": str(score), "max_detections": str(limit)}
                 try:
                     t0 = time.perf_counter()
@@ -308,7 +308,7 @@ class VisionService:
                 except VisionUnavailableError as err:
                     skipped.append(f"cloud: {err}")
                     continue
-            assert not isinstance(step, str)
+            assert not isinstance(step, str)  # nosec B101: type narrowing
             candidate = step
             reason = reasons.get(candidate.name)
             if reason is not None:

@@ -171,7 +171,8 @@ class _Coalescer:
 
     @staticmethod
     def sha(script: str) -> str:
-        return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis's script id
+        # Redis names scripts by their SHA-1 (EVALSHA): an id, not security.
+        return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
     def _enqueue(self, ops: int, kind: int, payload: Any) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

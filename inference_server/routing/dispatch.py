@@ -521,7 +521,7 @@ def _emit_decision(
     marks the record ``cloud``, so the edge/cloud share counts who really served it.
     """
     router = node.router
-    assert router is not None
+    assert router is not None  # nosec B101: set up with routing
     node.emit_event(
         RoutingEvent(
             mode=router.mode,

@@ -60,7 +60,7 @@ class MemoryAgent(Agent):
 
     def __init__(self, context: AgentContext) -> None:
         super().__init__(context)
-        assert context.memory is not None  # unavailable() kept us from being built otherwise
+        assert context.memory is not None  # nosec B101: type narrowing, unavailable() guards
         self.memory: TieredMemory = context.memory
 
     async def run(self, payload: dict[str, Any]) -> Any:

@@ -76,7 +76,7 @@ class VisionAgent(Agent):
 
     def __init__(self, context: AgentContext) -> None:
         super().__init__(context)
-        assert context.vision is not None  # unavailable() kept us from being built otherwise
+        assert context.vision is not None  # nosec B101: type narrowing, unavailable() guards
         self.vision: VisionService = context.vision
 
     async def run(self, payload: dict[str, Any]) -> Any:

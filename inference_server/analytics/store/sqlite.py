@@ -158,7 +158,7 @@ class SqliteStore:
             deleted: dict[str, Any] = {}
             db.execute("BEGIN IMMEDIATE")
             for table in ("analytics_events", "analytics_inference", "analytics_power"):
-                cur = db.execute(f"DELETE FROM {table} WHERE occurred_at < ?", (raw_cut,))  # noqa: S608
+                cur = db.execute(f"DELETE FROM {table} WHERE occurred_at < ?", (raw_cut,))  # noqa: S608  # nosec B608
                 deleted[table] = cur.rowcount
             for resolution, days in (
                 ("1m", policy.minute_rollup_days),
@@ -211,7 +211,7 @@ class SqliteStore:
         if table not in _TABLES:
             raise ValueError(table)
         return await self._run(
-            lambda db: int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+            lambda db: int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608  # nosec B608
         )
 
 
@@ -225,7 +225,7 @@ WITH w AS (
     FROM analytics_inference WHERE occurred_at >= {since})
 """
 TOTALS_SQL = (
-    _WINDOW
+    _WINDOW  # nosec B608: formatted with placeholders only (?1, ?2)
     + """
 SELECT coalesce(sum(CASE WHEN dup THEN 0 ELSE 1 END), 0),
        coalesce(sum(CASE WHEN NOT dup AND status >= 400 THEN 1 ELSE 0 END), 0),
@@ -242,7 +242,7 @@ FROM w
 """
 )
 RANK_SQL = (
-    _WINDOW
+    _WINDOW  # nosec B608: formatted with placeholders only (?1, ?2)
     + """
 SELECT latency_ms FROM w WHERE NOT dup AND status < 400
 ORDER BY latency_ms LIMIT 1 OFFSET {offset}
