@@ -139,13 +139,8 @@ class PrivatePostgres(_Service):
         self._wait(60)
 
     def up(self) -> bool:
-        return (
-            subprocess.run(
-                [str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port),
-                 "-t", "1"], check=False,
-            ).returncode  # fmt: skip
-            == 0
-        )
+        command = [str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        return subprocess.run([*command, "-t", "1"], check=False).returncode == 0
 
     def stop(self) -> None:
         """A clean (fast) shutdown, for the end of the bench."""
