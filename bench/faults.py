@@ -384,6 +384,41 @@ async def _stored(dsn: str, node_id: str) -> tuple[int, int] | None:
     return int(row[0]), int(row[1])
 
 
+async def _kafka_sets(bootstrap: str, topic: str, node_id: str) -> tuple[int, int]:
+    """(records, distinct event ids) of this node's memory ``set`` events in the topic: what
+    the producer's re-sends after the fault left in Kafka for the sink to de-duplicate."""
+    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )  # fmt: skip
+    await consumer.start()
+    records = 0
+    ids: set[str] = set()
+
+    async def take(timeout_ms: int) -> None:
+        nonlocal records
+        for messages in (await consumer.getmany(timeout_ms=timeout_ms)).values():
+            for message in messages:
+                event = json.loads(message.value or b"{}")
+                if event.get("node_id") == node_id and event["data"]["operation"] == "set":
+                    records += 1
+                    ids.add(event["event_id"])
+
+    try:
+        deadline = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < deadline:
+            await take(200)
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        for tp, end in ends.items():
+            while await consumer.position(tp) < end:
+                await take(1000)
+    finally:
+        await consumer.stop()
+    return records, len(ids)
+
+
 async def _analytics_health(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     async with session.get(url + "/api/v1/analytics/health", headers=_auth("reader")) as r:
         body: dict[str, Any] = await r.json()
@@ -391,8 +426,9 @@ async def _analytics_health(session: aiohttp.ClientSession, url: str) -> dict[st
 
 
 async def _analytics_fault(
-    url: str, dsn: str, node_id: str, service: Any, rate: float, outage: float
-) -> dict[str, Any]:
+    url: str, dsn: str, node_id: str, service: Any, rate: float, outage: float, *,
+    bootstrap: str, topic: str,
+) -> dict[str, Any]:  # fmt: skip
     """Memory PUTs (one ``memory`` ``set`` event each) at ``rate`` before, during and after
     ``service`` (the Kafka broker or PostgreSQL) is SIGKILLed and, ``outage`` s later,
     restarted; then count this run's events in PostgreSQL against the acknowledged PUTs."""
@@ -493,13 +529,14 @@ async def _analytics_fault(
                 break
             await asyncio.sleep(0.5)
         health = await _analytics_health(session, url)
+    in_kafka = await _kafka_sets(bootstrap, topic, node_id)
     return {
         "phases": by_phase, "acked": acked, "acked_by_phase": acked_by_phase,
         "stored": final[0], "distinct": final[1], "lost": acked - final[1],
         "duplicates": final[0] - final[1], "worst_ms": worst * 1000,
         "down_s": restarted - killed, "first_stored": first_stored,
         "backlog_end": health["spool"]["backlog_events"], "caught_up": caught_up,
-        "max_backlog": max_backlog,
+        "max_backlog": max_backlog, "kafka_records": in_kafka[0], "kafka_distinct": in_kafka[1],
         "dropped": {k: health["events"][k] for k in ("dropped_queue_full", "dropped_spool_error")}
         | {"spool_full": health["spool"]["dropped_events"]},
     }  # fmt: skip
@@ -532,7 +569,10 @@ def fault_analytics(workdir: Path, which: str, rate: float, outage: float) -> di
             name=f"{which}-edge", wait_model=False,
         )  # fmt: skip
         service = kafka if which == "kafka" else pg
-        return asyncio.run(_analytics_fault(url, pg.dsn, node_id, service, rate, outage))
+        return asyncio.run(
+            _analytics_fault(url, pg.dsn, node_id, service, rate, outage,
+                             bootstrap=kafka.bootstrap, topic=f"faults{run}.memory.v1")
+        )  # fmt: skip
     finally:
         stop(proc)
         for svc in (kafka, pg):
@@ -614,7 +654,8 @@ def render(args: argparse.Namespace, results: dict[str, Any], skipped: list[str]
             f"{r['max_backlog']} events, {r['backlog_end']} at the end | "
             f"{_secs(r['first_stored'])} / {_secs(r['caught_up'])} ({recovery}) "
             f"| {r['acked']} events (acknowledged PUTs) | {r['lost']} (stored {r['stored']}, "
-            f"distinct {r['distinct']}, duplicates {r['duplicates']}; dropped by the server: "
+            f"distinct {r['distinct']}, duplicates {r['duplicates']}; Kafka held "
+            f"{r['kafka_records']} records of {r['kafka_distinct']} events; dropped by the server: "
             f"{dropped}) |"
         )
     lines.append("")
