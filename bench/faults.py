@@ -54,6 +54,7 @@ from bench.common import (
     command_line,
     machine_line,
     now_line,
+    percentile,
     start_server,
     stop,
     wait_http,
@@ -439,6 +440,8 @@ async def _analytics_fault(
     phase = {"name": "before"}
     by_phase: dict[str, dict[str, int]] = {"before": {}, "outage": {}, "after": {}}
     max_backlog = 0
+    latencies: dict[str, list[float]] = {"before": [], "outage": [], "after": []}
+    t0 = time.monotonic()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         # Events must flow before the fault: producer and sink connected, the store open.
         deadline = time.monotonic() + 90
@@ -462,7 +465,9 @@ async def _analytics_fault(
                         acked_by_phase[sent_in] += 1
             except (aiohttp.ClientError, TimeoutError) as err:
                 label = f"PUT {type(err).__name__}"
-            worst = max(worst, time.monotonic() - started)
+            took = time.monotonic() - started
+            worst = max(worst, took)
+            latencies[sent_in].append(took)
             _count(by_phase[sent_in], label)
 
         stop_writing = asyncio.Event()
@@ -495,10 +500,12 @@ async def _analytics_fault(
             await asyncio.sleep(0.5)
         phase["name"] = "outage"
         killed = time.monotonic()
+        print(f"  killed at {killed - t0:.1f} s", flush=True)
         await asyncio.to_thread(service.kill)
         await asyncio.sleep(outage)
         await asyncio.to_thread(service.start)  # returns when the service answers again
         restarted = time.monotonic()
+        print(f"  answering again at {restarted - t0:.1f} s", flush=True)
         phase["name"] = "after"
         acked_at_restart = acked
         first_stored = caught_up = None
@@ -534,6 +541,7 @@ async def _analytics_fault(
         "phases": by_phase, "acked": acked, "acked_by_phase": acked_by_phase,
         "stored": final[0], "distinct": final[1], "lost": acked - final[1],
         "duplicates": final[0] - final[1], "worst_ms": worst * 1000,
+        "p99_ms": {k: percentile(sorted(v), 0.99) * 1000 for k, v in latencies.items()},
         "down_s": restarted - killed, "first_stored": first_stored,
         "backlog_end": health["spool"]["backlog_events"], "caught_up": caught_up,
         "max_backlog": max_backlog, "kafka_records": in_kafka[0], "kafka_distinct": in_kafka[1],
@@ -649,7 +657,9 @@ def render(args: argparse.Namespace, results: dict[str, Any], skipped: list[str]
         dropped = ", ".join(f"{k} {v}" for k, v in r["dropped"].items())
         lines.append(
             f"| {title} | {args.rate:g} memory PUT/s (one `memory` `set` event each; Kafka → "
-            f"sink → PostgreSQL) | {_phases(r['phases'])}; slowest PUT {r['worst_ms']:.0f} ms; "
+            f"sink → PostgreSQL) | {_phases(r['phases'])}; PUT p99 "
+            + "/".join(f"{v:.0f}" for v in r["p99_ms"].values())
+            + f" ms (before/outage/after), slowest {r['worst_ms']:.0f} ms; "
             f"down {r['down_s']:.1f} s (kill → answering again); spool backlog peak "
             f"{r['max_backlog']} events, {r['backlog_end']} at the end | "
             f"{_secs(r['first_stored'])} / {_secs(r['caught_up'])} ({recovery}) "
