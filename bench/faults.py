@@ -1,6 +1,7 @@
 """Fault injection under load: what the caller sees, how long recovery takes, what is lost.
 
-    scripts/shell python -m bench.faults [--outage 5] [--rate 20] [--only redis,peer,kill]
+    scripts/shell python -m bench.faults [--outage 5] [--rate 20]
+                                         [--only redis,peer,kill,kafka,postgres]
                                          [--out bench/RESULTS.md]
 
 Every service here is the bench's own: a private ``redis-server`` on a free port (never the
@@ -21,15 +22,22 @@ shared one), its own ``prime-spark-server`` processes with their own data dirs.
   kill until /health says 200. Lost: acknowledged items missing afterwards; the cut stream is
   reported as what the caller got.
 
-Kafka and PostgreSQL faults need the analytics modules (``inference_server.analytics``); when
-they are absent they are skipped with that reason.
+- **kafka** / **postgres**: a server whose analytics go to a private Kafka broker and a private
+  PostgreSQL (bench/private_services.py: free ports, own data dirs, deleted afterwards) gets
+  memory PUTs at ``--rate`` per second, each of which emits exactly one ``memory`` ``set``
+  event; the broker (or PostgreSQL) is SIGKILLed (every process of it, as a crash would), and
+  started again on the same port and data after ``--outage`` seconds. Recovery: from the
+  service answering again until the first new row is stored in PostgreSQL, and until
+  PostgreSQL holds every event acknowledged before the restart (the spool backlog, peak and
+  at the end, comes from ``/api/v1/analytics/health``). Lost:
+  acknowledged PUTs minus the distinct event ids of this run's node stored in PostgreSQL once
+  the pipeline has drained; duplicates: rows minus distinct ids.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import signal
 import subprocess
@@ -46,6 +54,7 @@ from bench.common import (
     command_line,
     machine_line,
     now_line,
+    percentile,
     start_server,
     stop,
     wait_http,
@@ -350,6 +359,236 @@ def fault_kill(workdir: Path, items: int) -> dict[str, Any]:
         stop(holder["proc"])
 
 
+# ------------------------------------------------------------------------------ Kafka, PostgreSQL
+
+MEMORY_SETS = (
+    "SELECT count(*), count(DISTINCT event_id) FROM analytics_events "
+    "WHERE node_id = $1 AND type = 'memory' AND data->>'operation' = 'set'"
+)
+
+
+async def _stored(dsn: str, node_id: str) -> tuple[int, int] | None:
+    """(rows, distinct event ids) of this run's memory ``set`` events; None while PG is down."""
+    import asyncpg  # noqa: PLC0415
+
+    try:
+        conn = await asyncpg.connect(dsn, timeout=2)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return None
+    try:
+        row = await conn.fetchrow(MEMORY_SETS, node_id)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return None  # e.g. the table does not exist yet
+    finally:
+        await conn.close(timeout=2)
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def _kafka_sets(bootstrap: str, topic: str, node_id: str) -> tuple[int, int]:
+    """(records, distinct event ids) of this node's memory ``set`` events in the topic: what
+    the producer's re-sends after the fault left in Kafka for the sink to de-duplicate."""
+    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )  # fmt: skip
+    await consumer.start()
+    records = 0
+    ids: set[str] = set()
+
+    async def take(timeout_ms: int) -> None:
+        nonlocal records
+        for messages in (await consumer.getmany(timeout_ms=timeout_ms)).values():
+            for message in messages:
+                event = json.loads(message.value or b"{}")
+                if event.get("node_id") == node_id and event["data"]["operation"] == "set":
+                    records += 1
+                    ids.add(event["event_id"])
+
+    try:
+        deadline = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < deadline:
+            await take(200)
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        for tp, end in ends.items():
+            while await consumer.position(tp) < end:
+                await take(1000)
+    finally:
+        await consumer.stop()
+    return records, len(ids)
+
+
+async def _analytics_health(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with session.get(url + "/api/v1/analytics/health", headers=_auth("reader")) as r:
+        body: dict[str, Any] = await r.json()
+    return body
+
+
+async def _analytics_fault(
+    url: str, dsn: str, node_id: str, service: Any, rate: float, outage: float, *,
+    bootstrap: str, topic: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Memory PUTs (one ``memory`` ``set`` event each) at ``rate`` before, during and after
+    ``service`` (the Kafka broker or PostgreSQL) is SIGKILLed and, ``outage`` s later,
+    restarted; then count this run's events in PostgreSQL against the acknowledged PUTs."""
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    acked = 0
+    acked_by_phase = {"before": 0, "outage": 0, "after": 0}
+    worst = 0.0
+    phase = {"name": "before"}
+    by_phase: dict[str, dict[str, int]] = {"before": {}, "outage": {}, "after": {}}
+    max_backlog = 0
+    latencies: dict[str, list[float]] = {"before": [], "outage": [], "after": []}
+    t0 = time.monotonic()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        # Events must flow before the fault: producer and sink connected, the store open.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if (await _analytics_health(session, url)).get("healthy"):
+                break
+            await asyncio.sleep(0.5)
+
+        async def write(i: int) -> None:
+            nonlocal worst, acked
+            sent_in = phase["name"]  # a request belongs to the phase it was sent in
+            started = time.monotonic()
+            try:
+                async with session.put(f"{url}/api/v1/memory/items/{ns}/k{i}",
+                                       data=json.dumps({"value": {"i": i}}),
+                                       headers=_auth()) as r:  # fmt: skip
+                    await r.read()
+                    label = f"PUT {r.status}"
+                    if 200 <= r.status < 300:
+                        acked += 1
+                        acked_by_phase[sent_in] += 1
+            except (aiohttp.ClientError, TimeoutError) as err:
+                label = f"PUT {type(err).__name__}"
+            took = time.monotonic() - started
+            worst = max(worst, took)
+            latencies[sent_in].append(took)
+            _count(by_phase[sent_in], label)
+
+        stop_writing = asyncio.Event()
+
+        async def writer() -> None:
+            i = 0
+            start = time.monotonic()
+            tasks = []
+            while not stop_writing.is_set():
+                await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+                tasks.append(asyncio.create_task(write(i)))
+                i += 1
+            await asyncio.gather(*tasks)
+
+        async def watch_backlog() -> None:
+            nonlocal max_backlog
+            while not stop_writing.is_set():
+                health = await _analytics_health(session, url)
+                max_backlog = max(max_backlog, int(health["spool"]["backlog_events"]))
+                await asyncio.sleep(0.5)
+
+        task = asyncio.create_task(writer())
+        watcher = asyncio.create_task(watch_backlog())
+        await asyncio.sleep(3.0)
+        # At least one event stored before the fault: the pipeline is known to work.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if ((await _stored(dsn, node_id)) or (0, 0))[0]:
+                break
+            await asyncio.sleep(0.5)
+        phase["name"] = "outage"
+        killed = time.monotonic()
+        print(f"  killed at {killed - t0:.1f} s", flush=True)
+        await asyncio.to_thread(service.kill)
+        await asyncio.sleep(outage)
+        await asyncio.to_thread(service.start)  # returns when the service answers again
+        restarted = time.monotonic()
+        print(f"  answering again at {restarted - t0:.1f} s", flush=True)
+        phase["name"] = "after"
+        acked_at_restart = acked
+        first_stored = caught_up = None
+        stored_at_restart = None
+        while time.monotonic() - restarted < 120 and (caught_up is None or first_stored is None):
+            now = time.monotonic() - restarted
+            counts = await _stored(dsn, node_id)
+            if counts is not None:
+                if stored_at_restart is None:
+                    stored_at_restart = counts[0]
+                elif first_stored is None and counts[0] > stored_at_restart:
+                    first_stored = now
+                if counts[0] >= acked_at_restart:
+                    caught_up = now
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2.0)
+        stop_writing.set()
+        await task
+        await watcher
+        # Drain: everything acknowledged reaches PostgreSQL, or the count stops moving.
+        final = (0, 0)
+        last_change = time.monotonic()
+        while time.monotonic() - last_change < 30:
+            counts = await _stored(dsn, node_id) or final
+            if counts != final:
+                final, last_change = counts, time.monotonic()
+            if final[0] >= acked:
+                break
+            await asyncio.sleep(0.5)
+        health = await _analytics_health(session, url)
+    in_kafka = await _kafka_sets(bootstrap, topic, node_id)
+    return {
+        "phases": by_phase, "acked": acked, "acked_by_phase": acked_by_phase,
+        "stored": final[0], "distinct": final[1], "lost": acked - final[1],
+        "duplicates": final[0] - final[1], "worst_ms": worst * 1000,
+        "p99_ms": {k: percentile(sorted(v), 0.99) * 1000 for k, v in latencies.items()},
+        "down_s": restarted - killed, "first_stored": first_stored,
+        "backlog_end": health["spool"]["backlog_events"], "caught_up": caught_up,
+        "max_backlog": max_backlog, "kafka_records": in_kafka[0], "kafka_distinct": in_kafka[1],
+        "dropped": {k: health["events"][k] for k in ("dropped_queue_full", "dropped_spool_error")}
+        | {"spool_full": health["spool"]["dropped_events"]},
+    }  # fmt: skip
+
+
+def fault_analytics(workdir: Path, which: str, rate: float, outage: float) -> dict[str, Any]:
+    """``which``: ``kafka`` or ``postgres``, the service SIGKILLed and restarted."""
+    import shutil  # noqa: PLC0415
+
+    from bench.private_services import PrivateKafka, PrivatePostgres  # noqa: PLC0415
+
+    state = workdir / f"services-{which}-{uuid.uuid4().hex[:6]}"
+    run = uuid.uuid4().hex[:8]
+    node_id = f"faults-{which}-{run}"
+    pg = kafka = None
+    proc = None
+    try:
+        pg = PrivatePostgres(state / "postgres")
+        pg.start()
+        kafka = PrivateKafka(state / "kafka")
+        kafka.start()
+        proc, url, _ = start_server(
+            workdir,
+            {"server": {"node_id": node_id},
+             "models": {"default": "absent-model-so-none-loads"},
+             "memory": {"cache_semantic": False},
+             "analytics": {"kafka_bootstrap": kafka.bootstrap, "postgres_dsn": pg.dsn,
+                           "topic_prefix": f"faults{run}", "consumer_group": f"faults{run}",
+                           "spool_dir": str(state / "spool")}},
+            name=f"{which}-edge", wait_model=False,
+        )  # fmt: skip
+        service = kafka if which == "kafka" else pg
+        return asyncio.run(
+            _analytics_fault(url, pg.dsn, node_id, service, rate, outage,
+                             bootstrap=kafka.bootstrap, topic=f"faults{run}.memory.v1")
+        )  # fmt: skip
+    finally:
+        stop(proc)
+        for svc in (kafka, pg):
+            if svc is not None:
+                svc.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
 # ------------------------------------------------------------------------------ report
 
 
@@ -371,7 +610,8 @@ def render(args: argparse.Namespace, results: dict[str, Any], skipped: list[str]
         f"- machine: {machine_line()}",
         f"- command: {command_line('bench.faults')}",
         f"- outage: {args.outage:g} s; services: a private redis-server (append-only, fsync "
-        "always) and the bench's own prime-spark-server processes, never the shared ones",
+        "always), a private Kafka broker and PostgreSQL (durable defaults) and the bench's own "
+        "prime-spark-server processes, never the shared ones",
         "",
         "| fault | load | what the caller saw (status / route x count, per phase) | "
         "recovery (s) | acknowledged | lost (goal 0) |",
@@ -403,6 +643,31 @@ def render(args: argparse.Namespace, results: dict[str, Any], skipped: list[str]
             f"(kill → /health 200 again) | {r['acked']} items | {r['lost']} items (the cut "
             "stream is not resumed: the caller must retry it) |"
         )
+    for which, title, recovery in (
+        ("kafka", "Kafka broker (analytics) SIGKILLed, restarted",
+         "Kafka answers again → first new row in PostgreSQL / → every event acknowledged "
+         "before it stored"),
+        ("postgres", "PostgreSQL (analytics store) SIGKILLed, restarted",
+         "PostgreSQL answers again → first new row / → every event acknowledged before it "
+         "stored"),
+    ):  # fmt: skip
+        if which not in results:
+            continue
+        r = results[which]
+        dropped = ", ".join(f"{k} {v}" for k, v in r["dropped"].items())
+        lines.append(
+            f"| {title} | {args.rate:g} memory PUT/s (one `memory` `set` event each; Kafka → "
+            f"sink → PostgreSQL) | {_phases(r['phases'])}; PUT p99 "
+            + "/".join(f"{v:.0f}" for v in r["p99_ms"].values())
+            + f" ms (before/outage/after), slowest {r['worst_ms']:.0f} ms; "
+            f"down {r['down_s']:.1f} s (kill → answering again); spool backlog peak "
+            f"{r['max_backlog']} events, {r['backlog_end']} at the end | "
+            f"{_secs(r['first_stored'])} / {_secs(r['caught_up'])} ({recovery}) "
+            f"| {r['acked']} events (acknowledged PUTs) | {r['lost']} (stored {r['stored']}, "
+            f"distinct {r['distinct']}, duplicates {r['duplicates']}; Kafka held "
+            f"{r['kafka_records']} records of {r['kafka_distinct']} events; dropped by the server: "
+            f"{dropped}) |"
+        )
     lines.append("")
     for reason in skipped:
         lines.append(f"- skipped: {reason}")
@@ -417,7 +682,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--chat-rate", type=float, default=3.0)
     parser.add_argument("--items", type=int, default=50)
-    parser.add_argument("--only", default="redis,peer,kill")
+    parser.add_argument("--only", default="redis,peer,kill,kafka,postgres")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     workdir = BENCH_DIR / "faults"
@@ -432,10 +697,11 @@ def main() -> None:
     if "kill" in only:
         print("fault: server killed mid-stream", flush=True)
         results["kill"] = fault_kill(workdir, args.items)
-    skipped = []
-    if importlib.util.find_spec("inference_server.analytics") is None:
-        skipped.append("Kafka and PostgreSQL stopped under load: `inference_server.analytics` "
-                       "is not in this tree (the analytics branch has not landed)")  # fmt: skip
+    for which in ("kafka", "postgres"):
+        if which in only:
+            print(f"fault: {which} (analytics)", flush=True)
+            results[which] = fault_analytics(workdir, which, args.rate, args.outage)
+    skipped: list[str] = []
     section = render(args, results, skipped)
     print(section)
     if args.out is not None:

@@ -54,8 +54,15 @@ def test_faults_bench_runs(tmp_path: Path) -> None:
     )  # fmt: skip
     assert "## Fault injection (bench/faults.py)" in text
     for row in ("| Redis (hot tier) stopped, restarted |", "| cloud peer (2nd prime-spark-server)",
-                "| server SIGKILLed mid-stream, restarted |"):  # fmt: skip
+                "| server SIGKILLed mid-stream, restarted |",
+                "| Kafka broker (analytics) SIGKILLed, restarted |",
+                "| PostgreSQL (analytics store) SIGKILLed, restarted |"):  # fmt: skip
         assert row in text
+    # The pipeline must not lose or duplicate an event even at this size.
+    for line in text.splitlines():
+        if line.startswith(("| Kafka broker", "| PostgreSQL (analytics")):
+            assert line.rsplit("|", 2)[-2].strip().startswith("0 (")
+            assert "duplicates 0;" in line
 
 
 def test_security_scan_runs(tmp_path: Path) -> None:
