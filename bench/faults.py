@@ -16,8 +16,8 @@ shared one), its own ``prime-spark-server`` processes with their own data dirs.
   test agent ``test.sleep`` of ``TASK_SECONDS``) and get task submits at ``--task-rate`` per
   second throughout. Acknowledged: 2xx with an id; a 503 with Retry-After is a clear refusal,
   counted apart. After recovery every acknowledged task is waited for until final; lost:
-  acknowledged minus succeeded. The agent's own run log (a Redis list) counts re-runs and
-  duplicates (a run that had completed, run again).
+  acknowledged minus succeeded. The agent's own run log (a Redis list, written when a run
+  starts and not after) counts duplicates: work started twice.
 - **peer**: an edge server (bundled model) in ``cloud_first`` with a second prime-spark-server
   as its only cloud peer gets non-streamed chats (``cache: bypass``) at ``--chat-rate``; the peer
   is SIGKILLed, and restarted after ``--outage`` seconds on the same port. Recovery: from the
@@ -190,7 +190,8 @@ async def _redis_fault(url: str, redis: Any, rate: float, outage: float, task_ra
                 async with session.post(f"{url}/api/v1/agents/tasks",
                                         data=json.dumps({"capability": "test.sleep",
                                                          "payload": {"seconds": TASK_SECONDS,
-                                                                     "tag": tag}}),
+                                                                     "tag": tag,
+                                                                     "log_finish": False}}),
                                         headers=_auth()) as r:  # fmt: skip
                     body = await r.json(content_type=None)
                     label = f"POST {r.status}"
@@ -222,6 +223,7 @@ async def _redis_fault(url: str, redis: Any, rate: float, outage: float, task_ra
         submitting = asyncio.create_task(submitter())
         await asyncio.sleep(3.0)
         phase["name"] = "outage"
+        stopped_at = time.time()
         redis.stop()
         await asyncio.sleep(outage)
         redis.start()
@@ -252,10 +254,10 @@ async def _redis_fault(url: str, redis: Any, rate: float, outage: float, task_ra
     states: dict[str, int] = {}
     for state in finals:
         _count(states, state)
-    # test.sleep logs each start and finish in <prefix>runs. A tag started twice was run again
-    # (at-least-once): after an attempt failed (its own log write hit the stopped Redis, so it
-    # raised and was retried), or after a reclaim. A tag finished twice is a true duplicate: a
-    # run that had completed was run again.
+    # test.sleep logs each start in <prefix>runs before its work (and, with log_finish False,
+    # writes nothing after it, so a run that ends while Redis is down succeeds and its outcome
+    # must be kept by the worker). A start that could not be logged fails before any work; so a
+    # tag logged twice is work really done twice: a duplicate.
     import redis as redis_py  # noqa: PLC0415
 
     client = redis_py.Redis.from_url(redis.url, decode_responses=True)
@@ -264,16 +266,24 @@ async def _redis_fault(url: str, redis: Any, rate: float, outage: float, task_ra
     finally:
         client.close()
     started: dict[str, int] = {}
-    finished: dict[str, int] = {}
     for entry in runs:
-        if entry.get("tag") in task_ids:
-            _count(started if entry.get("event") == "start" else finished, entry["tag"])
+        if entry.get("event") == "start" and entry.get("tag") in task_ids:
+            _count(started, entry["tag"])
+    # Runs whose work spanned the stop: they finished while Redis was down, and only the
+    # worker's kept outcome can make them succeed.
+    spanning = sum(
+        1
+        for e in runs
+        if e.get("event") == "start"
+        and e.get("tag") in task_ids
+        and e["at"] < stopped_at < e["at"] + TASK_SECONDS
+    )
     return {"phases": by_phase, "recovery": recovery, "acked": len(acked), "lost": lost,
             "worst_ms": worst * 1000, "tasks_acked": len(task_ids),
             "tasks_lost": len(task_ids) - states.get("succeeded", 0), "task_states": states,
             "tasks_refused": refused, "tasks_unclear": unclear,
-            "tasks_rerun": sum(1 for n in started.values() if n > 1),
-            "tasks_duplicated": sum(1 for n in finished.values() if n > 1),
+            "tasks_duplicated": sum(1 for n in started.values() if n > 1),
+            "tasks_unstarted": len(task_ids) - len(started), "tasks_spanning": spanning,
             "tasks_first_after": None if not first_task_after
             else first_task_after[0] - restarted}  # fmt: skip
 
@@ -748,8 +758,9 @@ def render(args: argparse.Namespace, results: dict[str, Any], skipped: list[str]
             "available); "
             f"{_secs(r['tasks_first_after'])} (→ first task acknowledged) | {r['acked']} items; "
             f"{r['tasks_acked']} tasks (2xx with an id) | {r['lost']} items; {r['tasks_lost']} "
-            f"tasks (final states: {states}; duplicates {r['tasks_duplicated']} (run to "
-            f"completion twice), {r['tasks_rerun']} run again after a failed attempt; "
+            f"tasks (final states: {states}; duplicates {r['tasks_duplicated']} (work started "
+            f"twice), never started {r['tasks_unstarted']}; running when Redis stopped "
+            f"{r['tasks_spanning']}; "
             f"{r['tasks_refused']} submits refused with 503 + Retry-After, never acknowledged; "
             f"{r['tasks_unclear']} failed without a clear error) |"
         )

@@ -64,6 +64,7 @@ def test_faults_bench_runs(tmp_path: Path) -> None:
         if line.startswith("| Redis (hot tier"):
             lost = line.rsplit("|", 2)[-2].strip()
             assert lost.startswith("0 items; 0 tasks (") and "duplicates 0 (" in lost, lost
+            assert "never started 0;" in lost, lost
         if line.startswith(("| Kafka broker", "| PostgreSQL (analytics")):
             assert line.rsplit("|", 2)[-2].strip().startswith("0 (")
             assert "duplicates 0;" in line
