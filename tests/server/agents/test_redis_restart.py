@@ -126,3 +126,31 @@ def test_redis_restart_loses_no_task(workers: list[ServerProcess], own_redis: Ow
     after = [wait_task(workers[0], t["id"]) for t in later]
     assert {d["result"]["node"] for d in after} == {"restart-a", "restart-b"}
     client.close()
+
+
+def test_outage_longer_than_reclaim_idle_runs_no_task_twice(
+    workers: list[ServerProcess], own_redis: OwnRedis
+) -> None:
+    """Found by bench/faults.py (a 35 s outage): tasks running when Redis stopped finish while
+    it is down and their workers keep the outcome; no keepalive could reach Redis, so every
+    entry is idle past ``reclaim_idle`` when it returns. The node that reconnected must not
+    reclaim and run them again before their owners had a chance to report. End to end this
+    depends on which loop reaches Redis first; test_redis_broker has the deterministic form."""
+    tags = [f"long{i}" for i in range(4)]  # capacity 2 on each of the two nodes: all running
+    payload = {"seconds": 1.0, "log_finish": False}
+    ids = [
+        submit(workers[0], capability="test.sleep", payload={**payload, "tag": tag})["id"]
+        for tag in tags
+    ]
+    time.sleep(0.5)
+    own_redis.kill()
+    time.sleep(FAST_AGENTS["reclaim_idle"] + 2.0)
+    own_redis.start()
+    done = [wait_task(workers[1], task_id) for task_id in ids]
+    assert [d["state"] for d in done] == ["succeeded"] * len(ids), done
+    client = redis.Redis(port=own_redis.port, decode_responses=True)
+    log = [json.loads(e) for e in client.lrange("restart:runs", 0, -1)]
+    client.close()
+    starts = [e["tag"] for e in log if e["event"] == "start" and e["tag"] in tags]
+    assert sorted(starts) == tags, log  # each one started once: none was run again
+    assert [d["attempts"] for d in done] == [1] * len(ids), done
