@@ -154,3 +154,44 @@ def test_outage_longer_than_reclaim_idle_runs_no_task_twice(
     starts = [e["tag"] for e in log if e["event"] == "start" and e["tag"] in tags]
     assert sorted(starts) == tags, log  # each one started once: none was run again
     assert [d["attempts"] for d in done] == [1] * len(ids), done
+
+
+def test_outage_longer_than_agent_timeout_refuses_no_submit_with_404(
+    make_server: Any, own_redis: OwnRedis
+) -> None:
+    """Found by bench/faults.py (a 35 s outage): the registry entries expired while Redis was
+    down, so until the next heartbeat (2 s by default) a submit for the node's own agent was a
+    404 no_agent, which tells the caller to give up. It is accepted: the node's agent takes it.
+    A slow heartbeat here makes that window seconds wide."""
+    agents = {
+        **FAST_AGENTS,
+        "redis_url": own_redis.url,
+        "key_prefix": "restart-registry:",
+        "enabled": ["test.sleep"],
+        "heartbeat_interval": 4.0,
+        "agent_timeout": 5.0,
+        "reclaim_idle": 8.0,
+    }
+    node = make_server({"server": {"node_id": "registry"}, "agents": agents}, name="registry")
+    node.start()
+    try:
+        wait_agents(node, 1)
+        own_redis.kill()
+        time.sleep(agents["agent_timeout"] + 0.5)
+        own_redis.start()
+        seen: list[int] = []
+        ids = []
+        deadline = time.monotonic() + agents["heartbeat_interval"] + 1.5
+        while time.monotonic() < deadline:
+            status, _, body = node.request(
+                "POST", "/api/v1/agents/tasks", {"capability": "test.sleep", "payload": {}}
+            )
+            seen.append(status)
+            if status == 202:
+                ids.append(body["id"])
+            time.sleep(0.1)
+        assert set(seen) <= {202, 503}, seen  # 503 (retry) while reconnecting, never 404
+        assert ids
+        assert {wait_task(node, i)["state"] for i in ids} == {"succeeded"}
+    finally:
+        node.stop()
