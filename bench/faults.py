@@ -1,6 +1,6 @@
 """Fault injection under load: what the caller sees, how long recovery takes, what is lost.
 
-    scripts/shell python -m bench.faults [--outage 5] [--rate 20]
+    scripts/shell python -m bench.faults [--outage 5] [--rate 20] [--task-rate 3]
                                          [--only redis,peer,kill,kafka,postgres]
                                          [--out bench/RESULTS.md]
 
@@ -12,6 +12,12 @@ shared one), its own ``prime-spark-server`` processes with their own data dirs.
   ``--outage`` seconds and started again on the same port and append-only file. Recovery: from
   Redis' restart until ``/api/v1/memory/status`` says the hot tier is available. Lost: items
   whose PUT was acknowledged (2xx) but that do not read back with their value afterwards.
+  The same server's agents use the same Redis (``agents.redis_url``, default timings, only the
+  test agent ``test.sleep`` of ``TASK_SECONDS``) and get task submits at ``--task-rate`` per
+  second throughout. Acknowledged: 2xx with an id; a 503 with Retry-After is a clear refusal,
+  counted apart. After recovery every acknowledged task is waited for until final; lost:
+  acknowledged minus succeeded. The agent's own run log (a Redis list, written when a run
+  starts and not after) counts duplicates: work started twice.
 - **peer**: an edge server (bundled model) in ``cloud_first`` with a second prime-spark-server
   as its only cloud peer gets non-streamed chats (``cache: bypass``) at ``--chat-rate``; the peer
   is SIGKILLed, and restarted after ``--outage`` seconds on the same port. Recovery: from the
@@ -62,6 +68,7 @@ from bench.common import (
 )
 
 TITLE = "## Fault injection (bench/faults.py)"
+TASK_SECONDS = 0.5  # long enough that tasks are running when Redis stops, short for the bench
 
 
 def _tokens() -> dict[str, str]:
@@ -89,7 +96,40 @@ async def _hot_available(session: aiohttp.ClientSession, url: str) -> bool:
 # ------------------------------------------------------------------------------ redis
 
 
-async def _redis_fault(url: str, redis: Any, rate: float, outage: float) -> dict[str, Any]:
+async def _wait_capability(session: aiohttp.ClientSession, url: str, capability: str) -> None:
+    """Submits before the node's agent registered would be 404s that say nothing of the fault."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        async with session.get(url + "/api/v1/agents", headers=_auth("reader")) as r:
+            body = await r.json()
+        if r.status == 200 and capability in body.get("capabilities", {}):
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"no agent offers {capability} on {url}")
+
+
+async def _final_task(session: aiohttp.ClientSession, url: str, task_id: str,
+                      deadline: float) -> str:  # fmt: skip
+    """The task's final state, long-polled; 503 (broker away) is retried, as documented."""
+    while time.monotonic() < deadline:
+        try:
+            async with session.get(f"{url}/api/v1/agents/tasks/{task_id}?wait=10",
+                                   headers=_auth("reader")) as r:  # fmt: skip
+                body = await r.json()
+                if r.status == 200:
+                    return str(body.get("state"))
+                if r.status == 404:
+                    return "missing"
+                if r.status != 503 and r.status != 202:
+                    return f"GET {r.status}"
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.2)
+    return "not final within 120 s"
+
+
+async def _redis_fault(url: str, redis: Any, rate: float, outage: float, task_rate: float,
+                       task_prefix: str) -> dict[str, Any]:  # fmt: skip
     ns = f"bench-{uuid.uuid4().hex[:6]}"
     acked: dict[str, int] = {}
     seen: dict[str, int] = {}
@@ -135,9 +175,55 @@ async def _redis_fault(url: str, redis: Any, rate: float, outage: float) -> dict
                 i += 1
             await asyncio.gather(*tasks)
 
+        # Agent tasks on the same Redis: acknowledged = 2xx with an id; a 503 with Retry-After
+        # is a clear refusal (never acknowledged), anything else a failure without a clear error.
+        task_ids: dict[str, str] = {}
+        refused = 0
+        unclear = 0
+        first_task_after: list[float] = []
+
+        async def submit(i: int) -> None:
+            nonlocal refused, unclear
+            sent_in = phase["name"]
+            tag = f"{ns}-t{i}"
+            try:
+                async with session.post(f"{url}/api/v1/agents/tasks",
+                                        data=json.dumps({"capability": "test.sleep",
+                                                         "payload": {"seconds": TASK_SECONDS,
+                                                                     "tag": tag,
+                                                                     "log_finish": False}}),
+                                        headers=_auth()) as r:  # fmt: skip
+                    body = await r.json(content_type=None)
+                    label = f"POST {r.status}"
+                    if 200 <= r.status < 300 and isinstance(body, dict) and body.get("id"):
+                        task_ids[tag] = str(body["id"])
+                        if sent_in == "after" and not first_task_after:
+                            first_task_after.append(time.monotonic())
+                    elif r.status == 503 and r.headers.get("Retry-After"):
+                        refused += 1
+                    else:
+                        unclear += 1
+            except aiohttp.ClientError as err:
+                label = f"POST {type(err).__name__}"
+                unclear += 1
+            _count(by_phase[sent_in], label)
+
+        async def submitter() -> None:
+            i = 0
+            start = time.monotonic()
+            pending = []
+            while not stop_writing.is_set():
+                await asyncio.sleep(max(0.0, start + i / task_rate - time.monotonic()))
+                pending.append(asyncio.create_task(submit(i)))
+                i += 1
+            await asyncio.gather(*pending)
+
+        await _wait_capability(session, url, "test.sleep")
         task = asyncio.create_task(writer())
+        submitting = asyncio.create_task(submitter())
         await asyncio.sleep(3.0)
         phase["name"] = "outage"
+        stopped_at = time.time()
         redis.stop()
         await asyncio.sleep(outage)
         redis.start()
@@ -152,6 +238,11 @@ async def _redis_fault(url: str, redis: Any, rate: float, outage: float) -> dict
         await asyncio.sleep(2.0)
         stop_writing.set()
         await task
+        await submitting
+        deadline = time.monotonic() + 120
+        finals = await asyncio.gather(
+            *(_final_task(session, url, task_id, deadline) for task_id in task_ids.values())
+        )
         for key in acked:
             async with session.get(f"{url}/api/v1/memory/items/{ns}/{key}",
                                    headers=_auth("reader")) as r:  # fmt: skip
@@ -160,25 +251,64 @@ async def _redis_fault(url: str, redis: Any, rate: float, outage: float) -> dict
                     item = body.get("item", body)
                     seen[key] = item.get("value", {}).get("i", -1)
     lost = sum(1 for k, i in acked.items() if seen.get(k) != i)
+    states: dict[str, int] = {}
+    for state in finals:
+        _count(states, state)
+    # test.sleep logs each start in <prefix>runs before its work (and, with log_finish False,
+    # writes nothing after it, so a run that ends while Redis is down succeeds and its outcome
+    # must be kept by the worker). A start that could not be logged fails before any work; so a
+    # tag logged twice is work really done twice: a duplicate.
+    import redis as redis_py  # noqa: PLC0415
+
+    client = redis_py.Redis.from_url(redis.url, decode_responses=True)
+    try:
+        runs = [json.loads(e) for e in client.lrange(f"{task_prefix}runs", 0, -1)]
+    finally:
+        client.close()
+    started: dict[str, int] = {}
+    for entry in runs:
+        if entry.get("event") == "start" and entry.get("tag") in task_ids:
+            _count(started, entry["tag"])
+    # Runs whose work spanned the stop: they finished while Redis was down, and only the
+    # worker's kept outcome can make them succeed.
+    spanning = sum(
+        1
+        for e in runs
+        if e.get("event") == "start"
+        and e.get("tag") in task_ids
+        and e["at"] < stopped_at < e["at"] + TASK_SECONDS
+    )
     return {"phases": by_phase, "recovery": recovery, "acked": len(acked), "lost": lost,
-            "worst_ms": worst * 1000}  # fmt: skip
+            "worst_ms": worst * 1000, "tasks_acked": len(task_ids),
+            "tasks_lost": len(task_ids) - states.get("succeeded", 0), "task_states": states,
+            "tasks_refused": refused, "tasks_unclear": unclear,
+            "tasks_duplicated": sum(1 for n in started.values() if n > 1),
+            "tasks_unstarted": len(task_ids) - len(started), "tasks_spanning": spanning,
+            "tasks_first_after": None if not first_task_after
+            else first_task_after[0] - restarted}  # fmt: skip
 
 
-def fault_redis(workdir: Path, rate: float, outage: float) -> dict[str, Any]:
+def fault_redis(workdir: Path, rate: float, outage: float, task_rate: float) -> dict[str, Any]:
     from tests.server.memory.conftest import PrivateRedis  # noqa: PLC0415
 
     redis = PrivateRedis(workdir / "redis")
     redis.start()
     proc = None
+    task_prefix = f"bench-faults-{uuid.uuid4().hex[:6]}:"  # the AOF outlives a run: own keys
     try:
+        # Agents at their default timings (heartbeat, reclaim, retries), only the instant
+        # test.sleep agent enabled: a task's fate then depends on the broker alone.
         proc, url, _ = start_server(
             workdir,
             {"models": {"default": "absent-model-so-none-loads"},
              "memory": {"redis_url": redis.url, "mover_interval_seconds": 2,
-                        "cache_semantic": False}},
+                        "cache_semantic": False},
+             "agents": {"redis_url": redis.url, "key_prefix": task_prefix,
+                        "modules": ["tests.server.agents.agents_for_tests"],
+                        "enabled": ["test.sleep"], "capacity": {"test.sleep": 4}}},
             name="redis-edge", wait_model=False,
         )  # fmt: skip
-        return asyncio.run(_redis_fault(url, redis, rate, outage))
+        return asyncio.run(_redis_fault(url, redis, rate, outage, task_rate, task_prefix))
     finally:
         stop(proc)
         redis.stop()
@@ -619,11 +749,20 @@ def render(args: argparse.Namespace, results: dict[str, Any], skipped: list[str]
     ]  # fmt: skip
     if "redis" in results:
         r = results["redis"]
+        states = ", ".join(f"{k} {v}" for k, v in sorted(r["task_states"].items())) or "-"
         lines.append(
-            f"| Redis (hot tier) stopped, restarted | {args.rate:g} PUT/s + as many GET/s of an "
-            f"acknowledged item | {_phases(r['phases'])}; slowest PUT {r['worst_ms']:.0f} ms | "
-            f"{_secs(r['recovery'])} (Redis restart → hot tier available) | {r['acked']} items | "
-            f"{r['lost']} |"
+            f"| Redis (hot tier + agent tasks) stopped, restarted | {args.rate:g} PUT/s + as many "
+            f"GET/s of an acknowledged item; {args.task_rate:g} agent task POST/s (`test.sleep`, "
+            f"{TASK_SECONDS:g} s) on the same Redis | {_phases(r['phases'])}; slowest PUT "
+            f"{r['worst_ms']:.0f} ms | {_secs(r['recovery'])} (Redis restart → hot tier "
+            "available); "
+            f"{_secs(r['tasks_first_after'])} (→ first task acknowledged) | {r['acked']} items; "
+            f"{r['tasks_acked']} tasks (2xx with an id) | {r['lost']} items; {r['tasks_lost']} "
+            f"tasks (final states: {states}; duplicates {r['tasks_duplicated']} (work started "
+            f"twice), never started {r['tasks_unstarted']}; running when Redis stopped "
+            f"{r['tasks_spanning']}; "
+            f"{r['tasks_refused']} submits refused with 503 + Retry-After, never acknowledged; "
+            f"{r['tasks_unclear']} failed without a clear error) |"
         )
     if "peer" in results:
         r = results["peer"]
@@ -681,6 +820,7 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--chat-rate", type=float, default=3.0)
+    parser.add_argument("--task-rate", type=float, default=3.0)
     parser.add_argument("--items", type=int, default=50)
     parser.add_argument("--only", default="redis,peer,kill,kafka,postgres")
     parser.add_argument("--out", type=Path, default=None)
@@ -690,7 +830,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     if "redis" in only:
         print("fault: redis", flush=True)
-        results["redis"] = fault_redis(workdir, args.rate, args.outage)
+        results["redis"] = fault_redis(workdir, args.rate, args.outage, args.task_rate)
     if "peer" in only:
         print("fault: cloud peer", flush=True)
         results["peer"] = fault_peer(workdir, args.chat_rate, args.outage)

@@ -7,8 +7,12 @@ the group's pending list until its task finishes; a worker refreshes the idle ti
 (``XCLAIM ... JUSTID``, a heartbeat), so an entry idle longer than ``reclaim_idle`` belongs to a
 dead worker and is taken over with ``XAUTOCLAIM``. Attempts are counted in the task hash (not
 the entry's delivery counter, which a reclaim and a retry treat differently) and fence a slow
-worker out: only the current attempt may store a result. State changes are Lua scripts
-(:mod:`inference_server.agents.scripts`). Redis should persist (AOF) so a restart loses nothing.
+worker out: only the current attempt may store a result. After Redis was unreachable nobody
+could refresh anything, so every running entry looks idle: this node reclaims nothing until it
+has been back for ``reclaim_idle``, which gives the owners (alive, holding finished outcomes) time
+to report or refresh first; a node that never lost Redis reclaims as usual. State changes are
+Lua scripts (:mod:`inference_server.agents.scripts`). Redis should persist (AOF) so a restart
+loses nothing.
 """
 
 from __future__ import annotations
@@ -108,6 +112,10 @@ class RedisBroker(Broker):
         self._next_reclaim: dict[str, float] = {}
         self._next_requeue = 0.0
         self._listener: asyncio.Task[None] | None = None
+        self._down = False
+        """The last call found Redis unreachable (reset by the next call that goes through)."""
+        self._back_at: float | None = None
+        """When (monotonic) a call last went through again after Redis was unreachable."""
 
     # --- keys --------------------------------------------------------------------------
     def _task(self, task_id: str) -> str:
@@ -142,9 +150,20 @@ class RedisBroker(Broker):
         try:
             yield
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as err:
+            self._down = True
             with contextlib.suppress(Exception):
                 await self.redis.connection_pool.disconnect(inuse_connections=False)
             raise BrokerUnavailableError(f"Redis is unavailable: {err}") from err
+        if self._down:
+            self._down = False
+            self._back_at = time.monotonic()
+
+    def _may_reclaim(self, now: float) -> bool:
+        """Not while Redis was away from this node, nor until ``reclaim_idle`` after it came
+        back: the idle times then measure the outage, not dead workers."""
+        if self._down:
+            return False
+        return self._back_at is None or now - self._back_at >= self.settings.reclaim_idle
 
     # --- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -388,7 +407,7 @@ class RedisBroker(Broker):
         await self._requeue_due()
         out: list[Delivery] = []
         now = time.monotonic()
-        if now >= self._next_reclaim.get(capability, 0.0):
+        if now >= self._next_reclaim.get(capability, 0.0) and self._may_reclaim(now):
             self._next_reclaim[capability] = now + max(0.2, self.settings.reclaim_idle / 4)
             idle_ms = int(self.settings.reclaim_idle * 1000)
             for priority in PRIORITIES:

@@ -102,6 +102,9 @@ class AgentService:
                 continue
             capacity = self.settings.capacity.get(capability, agent_type.default_capacity)
             local.append((agent_type(self.context), capacity))
+        self.local_capabilities = frozenset(agent.capability for agent, _ in local)
+        """What this node's own agents run: live as long as this process answers, even while
+        their registry entries are missing (expired in a Redis outage, until the next heartbeat)."""
         self.runner = AgentRunner(
             self.broker,
             local,

@@ -141,10 +141,15 @@ def _offers(agents: Iterable[AgentInfo], capability: str) -> bool:
 
 
 async def _require_agent(service: AgentService, capability: str) -> None:
-    """The watcher's snapshot (a second old) answers most submits without a Redis round trip;
-    only a capability missing from it is checked against the registry itself."""
-    if _offers(service.known_agents.values(), capability) or _offers(
-        await service.broker.agents(), capability
+    """This node's own agents, then the watcher's snapshot (a second old) answer most submits
+    without a Redis round trip; only a capability missing from both is checked against the
+    registry itself. The node's own agents come first because after a Redis outage longer
+    than ``agent_timeout`` their registry entries are gone until the next heartbeat, and a 404
+    then would tell the caller no agent exists while one is about to take the task."""
+    if (
+        capability in service.local_capabilities
+        or _offers(service.known_agents.values(), capability)
+        or _offers(await service.broker.agents(), capability)
     ):
         return
     hint = service.unavailable.get(capability)

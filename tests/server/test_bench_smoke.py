@@ -53,13 +53,18 @@ def test_faults_bench_runs(tmp_path: Path) -> None:
         "--chat-rate", "1", "--items", "3",
     )  # fmt: skip
     assert "## Fault injection (bench/faults.py)" in text
-    for row in ("| Redis (hot tier) stopped, restarted |", "| cloud peer (2nd prime-spark-server)",
+    for row in ("| Redis (hot tier + agent tasks) stopped, restarted |", "| cloud peer (2nd prime-spark-server)",
                 "| server SIGKILLed mid-stream, restarted |",
                 "| Kafka broker (analytics) SIGKILLed, restarted |",
                 "| PostgreSQL (analytics store) SIGKILLed, restarted |"):  # fmt: skip
         assert row in text
-    # The pipeline must not lose or duplicate an event even at this size.
+    # The pipeline must not lose or duplicate an event, nor Redis an item or a task, even at
+    # this size.
     for line in text.splitlines():
+        if line.startswith("| Redis (hot tier"):
+            lost = line.rsplit("|", 2)[-2].strip()
+            assert lost.startswith("0 items; 0 tasks (") and "duplicates 0 (" in lost, lost
+            assert "never started 0;" in lost, lost
         if line.startswith(("| Kafka broker", "| PostgreSQL (analytics")):
             assert line.rsplit("|", 2)[-2].strip().startswith("0 (")
             assert "duplicates 0;" in line

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from inference_server.agents.broker import BrokerSettings
-from inference_server.agents.model import AgentInfo, TaskSpec
+from inference_server.agents.model import AgentInfo, BrokerUnavailableError, TaskSpec
 from inference_server.agents.redis_broker import RedisBroker
 from tests.server.agents.conftest import unique_prefix
+from tests.server.memory.conftest import PrivateRedis
 
 
 @pytest.fixture
@@ -88,3 +90,37 @@ async def test_agents_expire_without_heartbeat(broker: RedisBroker) -> None:
     assert [a.name for a in await broker.agents()] == ["n.t"]
     await asyncio.sleep(1.2)
     assert await broker.agents() == []
+
+
+async def test_no_reclaim_right_after_redis_was_away(tmp_path: Path) -> None:
+    """Found by bench/faults.py: Redis was down longer than ``reclaim_idle``, so a task that ran
+    all through it looked idle, and the node's first fetch after the restart reclaimed it and
+    ran it again, while its worker (alive) waited to store the outcome it already had. The
+    node now reclaims only once it has been back for ``reclaim_idle``."""
+    own = PrivateRedis(tmp_path / "redis")  # stopped and started: never the shared Redis
+    own.start()
+    settings = BrokerSettings(max_deliveries=3, result_ttl=30, reclaim_idle=0.3, agent_timeout=1)
+    broker = RedisBroker(own.url, unique_prefix(), settings)
+    try:
+        task, _ = await broker.submit(TaskSpec(capability="t", payload={}))
+        (first,) = await broker.fetch("t", "owner", 1, 0)
+        begin = await broker.begin(first, "owner")
+        own.stop()
+        with pytest.raises(BrokerUnavailableError):
+            await broker.fetch("t", "other", 1, 0)
+        await asyncio.sleep(0.5)  # longer than reclaim_idle: the entry looks abandoned
+        own.start()
+        assert await broker.fetch("t", "other", 1, 0) == []  # back, but not for long enough
+        assert await broker.succeed(first, begin.attempt, "kept through the outage")
+        done = await broker.get(task.id)
+        assert done is not None and done.state == "succeeded" and done.attempts == 1
+        # A worker that really died is still taken over, once the node has been back a while.
+        lost, _ = await broker.submit(TaskSpec(capability="t", payload={}))
+        (dead,) = await broker.fetch("t", "dead", 1, 0)
+        await broker.begin(dead, "dead")
+        await asyncio.sleep(0.4)
+        (taken,) = await broker.fetch("t", "other", 1, 0)
+        assert taken.task_id == lost.id
+    finally:
+        await broker.close()
+        own.stop()
