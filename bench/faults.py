@@ -49,7 +49,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,21 @@ from bench.common import (
 
 TITLE = "## Fault injection (bench/faults.py)"
 TASK_SECONDS = 0.5  # long enough that tasks are running when Redis stops, short for the bench
+
+
+async def at_rate(
+    rate: float, stop: asyncio.Event, send: Callable[[int], Coroutine[Any, Any, None]]
+) -> None:
+    """Open-model load: ``send(i)`` started at ``rate`` per second whatever the answers take,
+    until ``stop`` is set; then waits for every call started."""
+    i = 0
+    start = time.monotonic()
+    started = []
+    while not stop.is_set():
+        await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+        started.append(asyncio.create_task(send(i)))
+        i += 1
+    await asyncio.gather(*started)
 
 
 def _tokens() -> dict[str, str]:
@@ -164,16 +179,8 @@ async def _redis_fault(url: str, redis: Any, rate: float, outage: float, task_ra
 
         stop_writing = asyncio.Event()
 
-        async def writer() -> None:
-            i = 0
-            start = time.monotonic()
-            tasks = []
-            while not stop_writing.is_set():
-                scheduled = start + i / rate
-                await asyncio.sleep(max(0.0, scheduled - time.monotonic()))
-                tasks.append(asyncio.create_task(write(i)))
-                i += 1
-            await asyncio.gather(*tasks)
+        def writer() -> Coroutine[Any, Any, None]:
+            return at_rate(rate, stop_writing, write)
 
         # Agent tasks on the same Redis: acknowledged = 2xx with an id; a 503 with Retry-After
         # is a clear refusal (never acknowledged), anything else a failure without a clear error.
@@ -208,15 +215,8 @@ async def _redis_fault(url: str, redis: Any, rate: float, outage: float, task_ra
                 unclear += 1
             _count(by_phase[sent_in], label)
 
-        async def submitter() -> None:
-            i = 0
-            start = time.monotonic()
-            pending = []
-            while not stop_writing.is_set():
-                await asyncio.sleep(max(0.0, start + i / task_rate - time.monotonic()))
-                pending.append(asyncio.create_task(submit(i)))
-                i += 1
-            await asyncio.gather(*pending)
+        def submitter() -> Coroutine[Any, Any, None]:
+            return at_rate(task_rate, stop_writing, submit)
 
         await _wait_capability(session, url, "test.sleep")
         task = asyncio.create_task(writer())
@@ -355,15 +355,8 @@ async def _peer_fault(
 
         done = asyncio.Event()
 
-        async def load() -> None:
-            i = 0
-            start = time.monotonic()
-            tasks = []
-            while not done.is_set():
-                await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
-                tasks.append(asyncio.create_task(chat(i)))
-                i += 1
-            await asyncio.gather(*tasks)
+        def load() -> Coroutine[Any, Any, None]:
+            return at_rate(rate, done, chat)
 
         task = asyncio.create_task(load())
         await asyncio.sleep(4.0)
@@ -602,15 +595,8 @@ async def _analytics_fault(
 
         stop_writing = asyncio.Event()
 
-        async def writer() -> None:
-            i = 0
-            start = time.monotonic()
-            tasks = []
-            while not stop_writing.is_set():
-                await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
-                tasks.append(asyncio.create_task(write(i)))
-                i += 1
-            await asyncio.gather(*tasks)
+        def writer() -> Coroutine[Any, Any, None]:
+            return at_rate(rate, stop_writing, write)
 
         async def watch_backlog() -> None:
             nonlocal max_backlog
