@@ -7,7 +7,6 @@ import json
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -22,7 +21,7 @@ from tests.server.analytics.conftest import (  # noqa: F401 - fixtures
 )
 from tests.server.api.conftest import MakeServer
 from tests.server.api.test_http_contract import OPENAPI
-from tests.server.server_process import TOKENS, ServerProcess
+from tests.server.server_process import TOKENS, ServerProcess, until
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
@@ -31,17 +30,6 @@ def check_schema(body: Any, name: str) -> None:
     jsonschema.validate(
         body, {"$ref": f"#/components/schemas/{name}", "components": OPENAPI["components"]}
     )
-
-
-def eventually(fn: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met in time")
-        time.sleep(0.2)
 
 
 def summary(server: ServerProcess, window: str = "5m") -> dict[str, Any]:
@@ -75,7 +63,9 @@ def test_inference_request_shows_up_in_the_summary(server: ServerProcess) -> Non
     request = {**CHAT, "temperature": 0}
     status, _, _ = server.request("POST", "/v1/chat/completions", request, token=TOKENS["operator"])
     assert status == 200
-    body = eventually(lambda: (s := summary(server)) and s["requests"] >= 1 and s)
+    body = until(
+        lambda: (s := summary(server)) and s["requests"] >= 1 and s, "a request in the summary"
+    )
     assert body["latency_p50_ms"] is not None and body["latency_p50_ms"] > 0
     assert body["completion_tokens"] >= 1
     assert body["tokens_per_second"] is not None
@@ -99,7 +89,9 @@ def test_energy_per_request_once_power_telemetry_exists(server: ServerProcess) -
     )
     assert status == 202, body
     check_schema(body, "AnalyticsIngest")
-    got = eventually(lambda: (s := summary(server)) and s["energy_wh"] is not None and s)
+    got = until(
+        lambda: (s := summary(server)) and s["energy_wh"] is not None and s, "energy in the summary"
+    )
     assert got["energy_wh"] == pytest.approx(6.0 * 59 / 3600, abs=1e-3)
     assert got["energy_per_request_wh"] == pytest.approx(
         got["energy_wh"] / got["requests"], rel=1e-3
@@ -179,7 +171,9 @@ def test_kafka_and_postgres_node(
     ).start()
     status, _, _ = node.request("POST", "/v1/chat/completions", CHAT, token=TOKENS["operator"])
     assert status == 200
-    got = eventually(lambda: (s := summary(node)) and s["requests"] >= 1 and s, 120)
+    got = until(
+        lambda: (s := summary(node)) and s["requests"] >= 1 and s, "a request in the summary", 120
+    )
     assert got["health"]["kafka_configured"] is True
     assert got["health"]["store"] in {"timescaledb-apache", "timescaledb", "postgresql"}
     status, _, health = node.request("GET", "/api/v1/analytics/health", token=TOKENS["reader"])
@@ -261,7 +255,7 @@ def test_server_restart_with_a_full_spool_replays_into_postgres(
         _, _, health = node.request("GET", "/api/v1/analytics/health", token=TOKENS["reader"])
         return bool(health["spool"]["backlog_events"] >= 300 and not health["kafka"]["connected"])
 
-    eventually(spooled, 30)
+    until(spooled, "events in the spool", 30)
     node.stop()
     config = yaml.safe_load(node.config_path.read_text())
     config["analytics"]["kafka_bootstrap"] = kafka_bootstrap
@@ -283,6 +277,6 @@ def test_server_restart_with_a_full_spool_replays_into_postgres(
 
     import asyncio
 
-    eventually(lambda: asyncio.run(stored()) == 300, 120)
+    until(lambda: asyncio.run(stored()) == 300, "300 events stored", 120)
     _, _, health = node.request("GET", "/api/v1/analytics/health", token=TOKENS["reader"])
     assert health["kafka"]["connected"] is True
