@@ -64,8 +64,12 @@ def body_alias_key(request: web.Request, raw: bytes) -> Hashable | None:
     answers the other without those steps. What may change under it (the node's default model,
     the router's privacy default, the cache being turned off, the entry's TTL) is checked again
     on every use (:func:`cached_by_alias`). ``None`` (no alias: the full path every time) when
-    those headers are longer than :data:`ALIAS_HEADERS_MAX` together.
+    those headers are longer than :data:`ALIAS_HEADERS_MAX` together, or with the cache off
+    (nothing to hash the body for).
     """
+    cache = request.app.get(RESPONSE_CACHE_KEY)
+    if cache is None or not cache.enabled:
+        return None
     headers = request.headers
     principal = request.get(PRINCIPAL_KEY)
     mode = headers.get(CACHE_MODE_HEADER)
