@@ -24,14 +24,10 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.server.server_process import free_port
+
 PG_BIN = Path("/usr/lib/postgresql/18/bin")
 KAFKA_LIBS = Path(os.environ.get("PRIME_SPARK_KAFKA_LIBS", "/opt/prime-spark/kafka-4.4.0/libs"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:

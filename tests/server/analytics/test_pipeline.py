@@ -18,12 +18,13 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from bench.private_services import PrivateKafka
 from inference_server.analytics import Analytics, EventSchemaError, InferenceEvent
 from inference_server.analytics.events import sink_topics, topic_name
 from inference_server.analytics.kafka import KafkaSink
 from inference_server.analytics.store.postgres import PostgresStore
 from inference_server.config import AnalyticsSettings
-from tests.server.analytics.conftest import KafkaBroker, free_port
+from tests.server.server_process import free_port
 
 
 async def wait_for(
@@ -75,7 +76,7 @@ def settings(tmp_path: Path, **kw: Any) -> AnalyticsSettings:
 
 
 async def test_kafka_killed_mid_stream_every_event_lands_exactly_once(
-    tmp_path: Path, own_kafka: KafkaBroker, pg_dsn: str, topic_prefix: str
+    tmp_path: Path, own_kafka: PrivateKafka, pg_dsn: str, topic_prefix: str
 ) -> None:
     analytics = Analytics(
         settings(
