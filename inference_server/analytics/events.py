@@ -225,18 +225,18 @@ def envelope(
     event_id: str | None = None,
 ) -> dict[str, Any]:
     """The wire form of one event (validated against its topic's schema before it is sent)."""
-    return {
-        "event_id": event_id or str(_new_event_id()),
-        "type": payload.TYPE,
-        "version": payload.VERSION,
-        "occurred_at": time.time() if occurred_at is None else occurred_at,
-        "node_id": node_id,
-        "data": payload.data(),
-    }
+    return envelope_data(
+        type(payload), payload.data(), node_id=node_id, occurred_at=occurred_at, event_id=event_id
+    )
 
 
 def envelope_data(
-    payload_type: type[Payload], data: dict[str, Any], *, node_id: str
+    payload_type: type[Payload],
+    data: dict[str, Any],
+    *,
+    node_id: str,
+    occurred_at: float | None = None,
+    event_id: str | None = None,
 ) -> dict[str, Any]:
     """:func:`envelope` of a payload given as its ``data`` dict (what ``Payload.data`` returns).
 
@@ -246,10 +246,10 @@ def envelope_data(
     validated against the topic's schema like any other event.
     """
     return {
-        "event_id": str(_new_event_id()),
+        "event_id": event_id or str(_new_event_id()),
         "type": payload_type.TYPE,
         "version": payload_type.VERSION,
-        "occurred_at": time.time(),
+        "occurred_at": time.time() if occurred_at is None else occurred_at,
         "node_id": node_id,
         "data": data,
     }
