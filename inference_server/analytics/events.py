@@ -5,7 +5,8 @@ Every event leaves the process as the same envelope (``event_id``, ``type``, ``v
 them without knowing the topic; ``data`` is the topic's typed payload. The ``event_id`` (a
 UUID made where the event happens) is what makes every later step idempotent: the spool may
 resend and Kafka may hold a duplicate, the database keeps one row per id. It is a UUIDv7
-(time-ordered, Python 3.14's ``uuid.uuid7``; UUID4 on 3.13) so that the stores' unique indexes
+(time-ordered, from ``uuid-utils``: the standard library's ``uuid.uuid7`` is pure Python and
+cost 2.2 µs per event, a quarter of emitting one, against 0.3 µs) so that the stores' unique indexes
 on it grow at their end like the time indexes do: random ids put every insert on a random page
 of an index that holds a week of events, which made the SQLite store cost more CPU per event
 than the request it describes (0.1 ms at a few thousand cache hits a second).
@@ -20,16 +21,15 @@ import dataclasses
 import json
 import operator
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import orjson
+import uuid_utils
 
 DEFAULT_TOPIC_PREFIX = "prime_spark"
 
-_new_event_id: Callable[[], uuid.UUID] = getattr(uuid, "uuid7", uuid.uuid4)
 
 Side = Literal["edge", "cloud"]
 CacheResult = Literal["none", "miss", "exact", "semantic"]
@@ -246,7 +246,7 @@ def envelope_data(
     validated against the topic's schema like any other event.
     """
     return {
-        "event_id": event_id or str(_new_event_id()),
+        "event_id": event_id or str(uuid_utils.uuid7()),
         "type": payload_type.TYPE,
         "version": payload_type.VERSION,
         "occurred_at": time.time() if occurred_at is None else occurred_at,
