@@ -42,6 +42,8 @@ class KafkaDelivery:
     """Sends spool records to ``<prefix>.<type>.v<version>`` topics."""
 
     destination = "kafka"
+    window = 4
+    """Spool batches sent before the oldest is acknowledged (see :meth:`send`)."""
 
     def __init__(
         self,
@@ -91,34 +93,63 @@ class KafkaDelivery:
             self._partitions[topic] = partitions[zlib.crc32(self._key) % len(partitions)]
         return self._partitions[topic]
 
-    async def deliver(self, records: list[Record]) -> None:
+    async def send(self, records: list[Record]) -> asyncio.Future[None]:
+        """Hand the records to the producer; the returned future ends when Kafka acked them all.
+
+        The delivery loop sends up to :attr:`window` spool batches before it waits for the
+        first one's acknowledgement, so the next batch is read and built while the broker
+        writes the last. Order is kept: aiokafka queues a partition's batches in the order they
+        are given and, with idempotence, has one request per partition in flight and retries
+        it with its sequence number. Each batch is closed before it is queued (it is complete:
+        an open one would wait out ``linger_ms`` in the accumulator first).
+        """
+        try:
+            async with asyncio.timeout(self._timeout):
+                producer = await self._ensure()
+                futures = await self._queue(producer, records)
+        except (KafkaError, TimeoutError, OSError) as err:
+            raise await self._failed(err) from err
+        return asyncio.ensure_future(self._acked(futures))
+
+    async def _queue(
+        self, producer: AIOKafkaProducer, records: list[Record]
+    ) -> list[asyncio.Future[Any]]:
+        by_topic: dict[str, list[bytes]] = defaultdict(list)
+        for record in records:
+            by_topic[f"{self._prefix}.{record.topic}"].append(record.value)
+        futures = []
+        for topic, values in by_topic.items():
+            partition = await self._partition(producer, topic)
+            batch = producer.create_batch()
+            for value in values:
+                if batch.append(key=self._key, value=value, timestamp=None) is None:
+                    batch.close()
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=self._key, value=value, timestamp=None)
+            if batch.record_count():
+                batch.close()
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
+
+    async def _acked(self, futures: list[asyncio.Future[Any]]) -> None:
         try:
             async with asyncio.timeout(self._timeout * 2):
-                producer = await self._ensure()
-                by_topic: dict[str, list[bytes]] = defaultdict(list)
-                for record in records:
-                    by_topic[f"{self._prefix}.{record.topic}"].append(record.value)
-                futures = []
-                for topic, values in by_topic.items():
-                    partition = await self._partition(producer, topic)
-                    batch = producer.create_batch()
-                    for value in values:
-                        if batch.append(key=self._key, value=value, timestamp=None) is None:
-                            futures.append(
-                                await producer.send_batch(batch, topic, partition=partition)
-                            )
-                            batch = producer.create_batch()
-                            batch.append(key=self._key, value=value, timestamp=None)
-                    if batch.record_count():
-                        futures.append(await producer.send_batch(batch, topic, partition=partition))
                 await asyncio.gather(*futures)
         except (KafkaError, TimeoutError, OSError) as err:
-            self.connected = False
-            self.last_error = f"{type(err).__name__}: {err}"
-            await self.reset()
-            raise DeliveryError(self.last_error) from err
+            raise await self._failed(err) from err
         self.connected = True
         self.last_error = None
+
+    async def _failed(self, err: BaseException) -> DeliveryError:
+        self.connected = False
+        self.last_error = f"{type(err).__name__}: {err}"
+        await self.reset()
+        return DeliveryError(self.last_error)
+
+    async def deliver(self, records: list[Record]) -> None:
+        """Send one batch and wait for its acknowledgement."""
+        await (await self.send(records))
 
     async def probe(self) -> bool:
         """While idle, check the cluster answers (so health is not stale between batches)."""
@@ -146,6 +177,8 @@ class StoreDelivery:
     """No Kafka configured: the spool drains straight into the local store."""
 
     destination = "store"
+    window = 1
+    """One batch at a time: :meth:`send` returns only once the store has the rows."""
     connected = False
     last_error: str | None = None
 
@@ -153,6 +186,13 @@ class StoreDelivery:
         self._store = store
         self._on_skipped = on_skipped
         self.stored = 0
+
+    async def send(self, records: list[Record]) -> asyncio.Future[None]:
+        """Write the records; the returned future is already done (see :attr:`window`)."""
+        await self.deliver(records)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     async def deliver(self, records: list[Record]) -> None:
         events, bad = parse([r.value for r in records], validate=False)

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
@@ -40,8 +40,9 @@ from inference_server.analytics.kafka import (
     KafkaSink,
     StoreDelivery,
 )
+from inference_server.analytics.queue import EmitQueue
 from inference_server.analytics.schema import validate_event
-from inference_server.analytics.spool import Spool, encode_line
+from inference_server.analytics.spool import Batch, Spool, encode_line
 from inference_server.analytics.store import RetentionPolicy, Store
 from inference_server.analytics.store.postgres import PostgresStore
 from inference_server.analytics.store.sqlite import SqliteStore
@@ -118,7 +119,7 @@ class Analytics:
             )
         self.scheduler = Scheduler()
         self._health_sampler = health_sampler
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(settings.queue_size)
+        self._queue = EmitQueue(settings.queue_size)
         self._tasks: list[asyncio.Task[None]] = []
         # Zeros up front: every series exists from the first scrape (rate() and alerts need it).
         self.emitted: Counter[str] = Counter(dict.fromkeys(EVENT_TYPES, 0))
@@ -154,9 +155,7 @@ class Analytics:
 
     def _enqueue(self, event: dict[str, Any]) -> None:
         line = encode_line(f"{event['type']}.v{event['version']}", encode(event))
-        try:
-            self._queue.put_nowait(line)
-        except asyncio.QueueFull:
+        if not self._queue.put(line):
             self.dropped_queue_full += 1
             return
         self.emitted[event["type"]] += 1
@@ -214,28 +213,20 @@ class Analytics:
         self.started = False
 
     async def _flush_queue(self) -> None:
-        lines = []
-        while not self._queue.empty():
-            lines.append(self._queue.get_nowait())
-        await self.spool.append(lines)
+        await self.spool.append(self._queue.take(len(self._queue)))
 
     async def _write_loop(self) -> None:
         """Group commit: the events of :data:`GROUP_COMMIT_SECONDS` (and whatever queued up
         while the last fsync ran) go in one batch."""
         while True:
-            lines = [await self._queue.get()]
+            await self._queue.wait()
+            if len(self._queue) < BATCH_EVENTS:
+                await asyncio.sleep(GROUP_COMMIT_SECONDS)
+            lines = self._queue.take(BATCH_EVENTS)
             try:
-                if self._queue.qsize() < BATCH_EVENTS:
-                    await asyncio.sleep(GROUP_COMMIT_SECONDS)
-                while len(lines) < BATCH_EVENTS and not self._queue.empty():
-                    lines.append(self._queue.get_nowait())
                 await self.spool.append(lines)
             except asyncio.CancelledError:
-                while not self._queue.empty():  # keep the order of emission
-                    lines.append(self._queue.get_nowait())
-                for line in lines:  # stop() flushes what is still queued
-                    with contextlib.suppress(asyncio.QueueFull):
-                        self._queue.put_nowait(line)
+                self._queue.put_back(lines)  # stop() flushes what is still queued, in order
                 raise
             except OSError as err:  # disk full, read-only: counted and said, never silent
                 self.dropped_spool_error += len(lines)
@@ -252,39 +243,62 @@ class Analytics:
                 await asyncio.sleep(5.0)
 
     async def _deliver(self) -> None:
+        """Read, send and commit spool batches, up to the destination's ``window`` in flight.
+
+        The cursor moves strictly in order, each batch's only once the destination has
+        acknowledged it and every batch before it. A failure drops what is in flight and reads
+        again from the cursor: those events are sent again (the sink keeps one row per id).
+        """
         backoff = 0.2
         last_probe = 0.0
-        while True:
-            await self.spool.wait(PROBE_SECONDS)
-            if self.store_error is not None:  # the store was down at start: the sink needs it too
-                await self._reopen_store()
-                if isinstance(self.delivery, StoreDelivery) and self.store_error is not None:
+        in_flight: deque[tuple[Batch, asyncio.Future[None]]] = deque()
+        try:
+            while True:
+                while in_flight and in_flight[0][1].done() and not in_flight[0][1].exception():
+                    self._committed(in_flight.popleft()[0])
+                if not in_flight:
+                    await self.spool.wait(PROBE_SECONDS)
+                    if self.store_error is not None:  # down at start: the sink needs it too
+                        await self._reopen_store()
+                        if isinstance(self.delivery, StoreDelivery) and self.store_error:
+                            continue
+                batch = None
+                if len(in_flight) < self.delivery.window:
+                    after = in_flight[-1][0].end if in_flight else None
+                    batch = await self.spool.read(BATCH_EVENTS, after)
+                if batch is None and not in_flight:
+                    if time.monotonic() - last_probe >= PROBE_SECONDS:
+                        last_probe = time.monotonic()
+                        await self.delivery.probe()
                     continue
-            batch = await self.spool.read(BATCH_EVENTS)
-            if batch is None:
-                if time.monotonic() - last_probe >= PROBE_SECONDS:
-                    last_probe = time.monotonic()
-                    await self.delivery.probe()
-                continue
-            try:
-                if batch.records:
-                    await self.delivery.deliver(batch.records)
-            except DeliveryError as err:
-                _LOGGER.warning(
-                    "Analytics delivery to %s failed (%s); %d events wait in the spool",
-                    self.delivery.destination,
-                    err,
-                    self.spool.backlog,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 15.0)
-                continue
-            backoff = 0.2
-            self.delivered += len(batch.records)
-            self.skipped += batch.skipped
-            self.spool.commit(batch)
-            if self.spool.backlog < BATCH_EVENTS:
-                await asyncio.sleep(DELIVERY_PAUSE_SECONDS)
+                try:
+                    if batch is not None:
+                        in_flight.append((batch, await self.delivery.send(batch.records)))
+                        if len(in_flight) < self.delivery.window:
+                            continue  # read the next batch while these are acknowledged
+                    await in_flight[0][1]
+                except DeliveryError as err:
+                    _LOGGER.warning(
+                        "Analytics delivery to %s failed (%s); %d events wait in the spool",
+                        self.delivery.destination,
+                        err,
+                        self.spool.backlog,
+                    )
+                    await _settle(in_flight)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 15.0)
+                    continue
+                backoff = 0.2
+                self._committed(in_flight.popleft()[0])
+                if not in_flight and self.spool.backlog < BATCH_EVENTS:
+                    await asyncio.sleep(DELIVERY_PAUSE_SECONDS)
+        finally:
+            await _settle(in_flight)
+
+    def _committed(self, batch: Batch) -> None:
+        self.delivered += len(batch.records)
+        self.skipped += batch.skipped
+        self.spool.commit(batch)
 
     async def _reopen_store(self) -> None:
         try:
@@ -350,7 +364,7 @@ class Analytics:
                 "near_full": self.spool.near_full,
                 "dropped_events": self.spool.dropped_events,
             },
-            "queue": {"depth": self._queue.qsize(), "capacity": self._queue.maxsize},
+            "queue": {"depth": len(self._queue), "capacity": self._queue.maxsize},
             "events": {
                 "emitted": sum(self.emitted.values()),
                 "delivered": self.delivered,
@@ -406,7 +420,7 @@ class AnalyticsCollector(Collector):
             ("spool_bytes", "Bytes the spool holds on disk", a.spool.size_bytes),
             ("spool_capacity_bytes", "The spool's bound", a.spool.max_bytes),
             ("spool_near_full", "1 when the spool is 80 % full or more", int(a.spool.near_full)),
-            ("queue_depth", "Events waiting in memory for the spool writer", a._queue.qsize()),
+            ("queue_depth", "Events waiting in memory for the spool writer", len(a._queue)),
             ("healthy", "1 when analytics flows without loss", int(a.healthy)),
             ("store_up", "1 when the analytics store is reachable", int(a.store_error is None)),
         ):
@@ -441,6 +455,14 @@ def _job_metrics(scheduler: Scheduler) -> Iterable[Metric]:
         runs.add_metric([job.name, "ok"], job.runs - job.failures)
         runs.add_metric([job.name, "error"], job.failures)
     return [last, duration, success, runs]
+
+
+async def _settle(in_flight: deque[tuple[Batch, asyncio.Future[None]]]) -> None:
+    """Drop the batches in flight (not committed: they are read and sent again)."""
+    for _, acked in in_flight:
+        acked.cancel()
+    await asyncio.gather(*(acked for _, acked in in_flight), return_exceptions=True)
+    in_flight.clear()
 
 
 def load_average() -> float | None:

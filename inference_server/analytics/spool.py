@@ -178,17 +178,32 @@ class Spool:
             async with asyncio.timeout(seconds):
                 await self._wakeup.wait()
 
-    async def read(self, max_events: int) -> Batch | None:
-        """The next complete lines after the cursor, in order; ``None`` when caught up."""
-        if not self.backlog:
+    async def read(self, max_events: int, after: tuple[int, int] | None = None) -> Batch | None:
+        """The next complete lines after the cursor, in order; ``None`` when caught up.
+
+        ``after`` reads on from the end of a batch not committed yet (one still in flight to
+        the destination), so the delivery loop can send the next batch while the last one
+        waits for its acknowledgement; the cursor still moves only with :meth:`commit`.
+        """
+        start_at = after or self._cursor
+        if not self.backlog or not self._written_after(start_at):
             return None
         try:
-            return await asyncio.to_thread(self._read, max_events)
+            return await asyncio.to_thread(self._read, max_events, start_at)
         except FileNotFoundError:
             return None  # the bound deleted the segment under the reader: read again
 
-    def _read(self, max_events: int) -> Batch | None:
-        segment, offset = self._cursor
+    def _written_after(self, position: tuple[int, int]) -> bool:
+        """Whether any byte was appended after ``position`` (no thread hop, no file opened)."""
+        segment, offset = position
+        return any(
+            size > (offset if seg == segment else 0)
+            for seg, size in self._sizes.items()
+            if seg >= segment
+        )
+
+    def _read(self, max_events: int, start_at: tuple[int, int]) -> Batch | None:
+        segment, offset = start_at
         records: list[Record] = []
         skipped = 0
         for seg in sorted(s for s in self._sizes if s >= segment):

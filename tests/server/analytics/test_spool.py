@@ -55,6 +55,32 @@ async def test_restart_resumes_from_the_cursor(tmp_path: Path) -> None:
     again.close()
 
 
+async def test_reading_ahead_of_the_cursor_while_batches_are_in_flight(tmp_path: Path) -> None:
+    """The delivery loop reads on from batches not yet acknowledged; the cursor waits for them,
+    and what was read ahead comes back from the cursor after a failure or a restart."""
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=4096)
+    spool.open()
+    await spool.append(lines(0, 100))
+    first = await spool.read(40)
+    assert first is not None
+    second = await spool.read(40, after=first.end)
+    assert second is not None
+    third = await spool.read(40, after=second.end)
+    assert third is not None
+    values = [r.value for b in (first, second, third) for r in b.records]
+    assert values == [f'{{"n":{i}}}'.encode() for i in range(100)]  # across segments, in order
+    assert await spool.read(40, after=third.end) is None  # nothing written after it yet
+    await spool.append(lines(100, 5))
+    fourth = await spool.read(40, after=third.end)
+    assert fourth is not None and len(fourth.records) == 5
+
+    spool.commit(first)  # the second failed: the third and fourth are dropped with it
+    assert spool.backlog == 65
+    got = await drain(spool)
+    assert got == [f'{{"n":{i}}}'.encode() for i in range(40, 105)]
+    spool.close()
+
+
 async def test_torn_tail_after_a_crash_is_skipped(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=1 << 20)
     spool.open()
