@@ -115,10 +115,11 @@ class KafkaDelivery:
         self, producer: AIOKafkaProducer, records: list[Record]
     ) -> list[asyncio.Future[Any]]:
         by_topic: dict[str, list[bytes]] = defaultdict(list)
-        for record in records:
-            by_topic[f"{self._prefix}.{record.topic}"].append(record.value)
+        for topic, value in records:
+            by_topic[topic].append(value)
         futures = []
-        for topic, values in by_topic.items():
+        for name, values in by_topic.items():
+            topic = f"{self._prefix}.{name}"
             partition = await self._partition(producer, topic)
             batch = producer.create_batch()
             for value in values:
