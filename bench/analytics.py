@@ -2,8 +2,10 @@
 into PostgreSQL, on the same broker in the same run.
 
   (a) Kafka ``ProducerPerformance`` (the kafka-tools jar, JVM): N records of our average event
-      size, with the producer settings ours uses (acks=all, idempotence, gzip, linger, 512 KiB
-      batches);
+      size, with the producer settings ours uses (acks=all, idempotence, the same codec,
+      linger, 512 KiB batches). Its rate includes the JVM's start and warm-up, so it grows with
+      N (on the 2-CPU dev machine: ~75k/s for 100k records, ~140k/s for 500k, ~180k/s for
+      1M); the default N, 500k, keeps that share small and fits the server's default spool;
   (b) ours, one Python process: ``Analytics.emit`` (typed event → schema validation → queue),
       the spool (append + fsync per batch) and the aiokafka producer, timed from the first emit
       until Kafka acknowledged the last event; the emit-only rate is reported too;
@@ -12,7 +14,10 @@ into PostgreSQL, on the same broker in the same run.
   (d) end to end in one process: emit → spool → Kafka → sink → PostgreSQL;
   (e) the embedded default: emit → spool → SQLite.
 
-Every path checks that exactly N distinct events arrived (zero lost, zero duplicated).
+Every path checks that exactly N distinct events arrived (zero lost, zero duplicated). Each
+path also reports the CPU per event of this process (for (a): the JVM), of PostgreSQL and of
+the Kafka broker, and the rate the machine's CPUs would bound it to if all of them did nothing
+else: what no tuning of one process can beat.
 Usage (from the repo root, with ``scripts/services start`` done)::
 
     eval "$(scripts/services env)"
@@ -27,6 +32,7 @@ import datetime as dt
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -42,6 +48,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import processes_cpu_seconds
 from inference_server.analytics import Analytics, InferenceEvent
 from inference_server.analytics.events import encode, envelope, sink_topics
 from inference_server.analytics.kafka import KafkaSink
@@ -99,6 +106,37 @@ def producer_performance(
     match = re.search(r"(\d+) records sent, ([\d.]+) records/sec", last)
     assert match, last
     return {"events": int(match.group(1)), "rate": float(match.group(2)), "line": last.strip()}
+
+
+def services_cpu() -> tuple[float, float]:
+    """CPU seconds so far of PostgreSQL (all its processes) and of the Kafka broker."""
+    return (
+        processes_cpu_seconds(lambda comm, _: comm == "postgres"),
+        processes_cpu_seconds(lambda _, argv: "kafka.Kafka" in argv),
+    )
+
+
+class CpuMeter:
+    """CPU per event of this process (or its children: ProducerPerformance's JVM), PostgreSQL
+    and the broker over one path: what the machine's cores spent, not only ours."""
+
+    def __init__(self, n: int, *, children: bool = False) -> None:
+        self._n = n
+        self._who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+
+    def _own(self) -> float:
+        usage = resource.getrusage(self._who)
+        return usage.ru_utime + usage.ru_stime
+
+    def __enter__(self) -> dict[str, float]:
+        self._start = (self._own(), *services_cpu())
+        self.result: dict[str, float] = {}
+        return self.result
+
+    def __exit__(self, *exc: object) -> None:
+        end = (self._own(), *services_cpu())
+        own, pg, broker = (1e6 * (b - a) / self._n for a, b in zip(self._start, end, strict=True))
+        self.result.update(cpu_us=own, pg_us=pg, kafka_us=broker)
 
 
 async def wait(condition: Callable[[], Awaitable[bool]], limit: float = 600) -> None:
@@ -272,7 +310,7 @@ async def drop_db(base: str, name: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--out", type=Path)
     parser.add_argument(
         "--compression",
@@ -293,13 +331,15 @@ def main() -> None:
     print(f"{n} events of {size} bytes; broker {bootstrap}; topics {prefix}.*", flush=True)
 
     load = os.getloadavg()[0]
-    kafka = producer_performance(bootstrap, f"{prefix}-perf", n, size, codec)
+    with CpuMeter(n, children=True) as cpu_a:
+        kafka = producer_performance(bootstrap, f"{prefix}-perf", n, size, codec)
+    kafka.update(cpu_a)
     print(f"(a) ProducerPerformance: {kafka['rate']:.0f} records/s  [{kafka['line']}]", flush=True)
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        cpu = time.process_time()
-        ours = asyncio.run(ours_produce(bootstrap, prefix, n, tmp, codec))
-        ours["cpu_us"] = (time.process_time() - cpu) / n * 1e6
+        with CpuMeter(n) as cpu_b:
+            ours = asyncio.run(ours_produce(bootstrap, prefix, n, tmp, codec))
+        ours.update(cpu_b)
         print(
             f"(b) ours: {ours['rate']:.0f} events/s acknowledged "
             f"(emit alone {ours['emit_rate']:.0f}/s; {ours['cpu_us']:.1f} µs CPU per event)",
@@ -307,9 +347,9 @@ def main() -> None:
         )
         dsn, name = asyncio.run(fresh_db(pg))
         try:
-            cpu = time.process_time()
-            sink = asyncio.run(sink_only(bootstrap, prefix, n, dsn))
-            sink["cpu_us"] = (time.process_time() - cpu) / n * 1e6
+            with CpuMeter(n) as cpu_c:
+                sink = asyncio.run(sink_only(bootstrap, prefix, n, dsn))
+            sink.update(cpu_c)
             print(
                 f"(c) sink → {sink['store']}: {sink['rate']:.0f} events/s, {sink['rows']} rows",
                 flush=True,
@@ -318,17 +358,22 @@ def main() -> None:
             asyncio.run(drop_db(pg, name))
         dsn, name = asyncio.run(fresh_db(pg))
         try:
-            cpu = time.process_time()
-            e2e = asyncio.run(end_to_end(bootstrap, prefix + "e2e", n, dsn, tmp, codec))
-            e2e["cpu_us"] = (time.process_time() - cpu) / n * 1e6
+            with CpuMeter(n) as cpu_d:
+                e2e = asyncio.run(end_to_end(bootstrap, prefix + "e2e", n, dsn, tmp, codec))
+            e2e.update(cpu_d)
             print(f"(d) end to end: {e2e['rate']:.0f} events/s, {e2e['rows']} rows", flush=True)
         finally:
             asyncio.run(drop_db(pg, name))
-        cpu = time.process_time()
-        local = asyncio.run(embedded(n, tmp))
-        local["cpu_us"] = (time.process_time() - cpu) / n * 1e6
+        with CpuMeter(n) as cpu_e:
+            local = asyncio.run(embedded(n, tmp))
+        local.update(cpu_e)
         print(
             f"(e) embedded SQLite: {local['rate']:.0f} events/s, {local['rows']} rows", flush=True
+        )
+    for label, result in (("a", kafka), ("b", ours), ("c", sink), ("d", e2e), ("e", local)):
+        print(
+            f"({label}) CPU µs/event: producer/sink process {result['cpu_us']:.1f}, PostgreSQL "
+            f"{result['pg_us']:.1f}, Kafka broker {result['kafka_us']:.1f}"
         )
 
     asyncio.run(delete_topics(bootstrap, prefix))
@@ -362,43 +407,35 @@ def write_results(
     versions = f"aiokafka {aiokafka.__version__}, asyncpg {asyncpg.__version__}"
     command = 'eval "$(scripts/services env)"; scripts/shell python bench/analytics.py'
     rows = [
-        ("(a) Kafka ProducerPerformance (JVM, kafka-tools)", kafka["rate"], n / kafka["rate"]),
+        ("(a) Kafka ProducerPerformance (JVM, kafka-tools)", kafka, n / kafka["rate"], "-", "-"),
         (
             "(b) ours: emit → validate → spool (fsync) → aiokafka, until acked",
-            ours["rate"],
+            ours,
             ours["seconds"],
             "-",
             "-",
-            ours["cpu_us"],
         ),
-        (
-            "(b') ours: emit alone (validate + enqueue: what a request pays)",
-            ours["emit_rate"],
-            None,
-        ),
+        ("(b') ours: emit alone (validate + enqueue: what a request pays)", None, None, "-", "-"),
         (
             f"(c) sink alone: consumer group → {sink['store']} (COPY, ON CONFLICT)",
-            sink["rate"],
+            sink,
             sink["seconds"],
             sink["rows"],
             lost["c"],
-            sink["cpu_us"],
         ),
         (
             "(d) end to end, one process: emit → Kafka → sink → PostgreSQL",
-            e2e["rate"],
+            e2e,
             e2e["seconds"],
             e2e["rows"],
             lost["d"],
-            e2e["cpu_us"],
         ),
         (
             "(e) embedded default: emit → spool → SQLite",
-            local["rate"],
+            local,
             local["seconds"],
             local["rows"],
             lost["e"],
-            local["cpu_us"],
         ),
     ]
     lines = [
@@ -414,14 +451,22 @@ def write_results(
         f" idempotence, {codec}, linger 20 ms, 512 KiB batches",
         f"- command: `{command} --events {n} --compression {codec} --out bench/RESULTS.md`",
         "",
-        "| path | events/s | seconds | rows in store (distinct) | lost | CPU µs/event |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| path | events/s | seconds | rows in store (distinct) | lost | CPU µs/event: this"
+        " process (a: the JVM) | PostgreSQL | Kafka broker | all | bound: CPUs / all, events/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for label, rate, seconds, *rest in rows:
+    cores = os.cpu_count() or 1
+    for label, result, seconds, stored, missing in rows:
         secs = "-" if seconds is None else f"{seconds:.2f}"
-        stored, missing, cpu = [*rest, "-", "-", None][:3]
-        cpu_text = "-" if cpu is None else f"{cpu:.1f}"
-        lines.append(f"| {label} | {rate:.0f} | {secs} | {stored} | {missing} | {cpu_text} |")
+        if result is None:  # (b'): the emit-only rate of (b)'s run
+            lines.append(f"| {label} | {ours['emit_rate']:.0f} | - | - | - | - | - | - | - | - |")
+            continue
+        cpu = (result["cpu_us"], result["pg_us"], result["kafka_us"])
+        total = sum(cpu)
+        cells = " | ".join(f"{c:.1f}" for c in (*cpu, total))
+        bound = f"{cores * 1e6 / total:.0f}" if total else "-"
+        rate = f"{result['rate']:.0f}"
+        lines.append(f"| {label} | {rate} | {secs} | {stored} | {missing} | {cells} | {bound} |")
     lines += [
         "",
         f"Ratio (b)/(a), ours vs ProducerPerformance: **{ratio:.3f}**. Issue goals: ≥ 100k "

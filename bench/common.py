@@ -224,6 +224,29 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def processes_cpu_seconds(match: Callable[[str, list[str]], bool]) -> float:
+    """CPU seconds of every process ``match(comm, argv)`` accepts, with their reaped children.
+
+    For a service whose workers come and go (PostgreSQL's backends end with their connection):
+    an exited backend's time moves to the postmaster's children's time, so the difference of
+    two readings still counts it.
+    """
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            if not match(comm, argv):
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended while we looked
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     """Least-squares slope of ys over xs (0 with fewer than two points)."""
     n = len(xs)
