@@ -47,6 +47,16 @@ def test_load_bench_runs(tmp_path: Path) -> None:
         assert row in text
 
 
+def test_analytics_bench_runs(tmp_path: Path) -> None:
+    text = _run("bench.analytics", tmp_path / "RESULTS.md", "--events", "3000")
+    assert "## Analytics pipeline (bench/analytics.py)" in text
+    for row in ("| (a) Kafka ProducerPerformance", "| (b) ours:", "| (c) sink alone:",
+                "| (d) end to end", "| (e) embedded default"):  # fmt: skip
+        line = next(ln for ln in text.splitlines() if ln.startswith(row))
+        if row not in ("| (a) Kafka ProducerPerformance", "| (b) ours:"):
+            assert line.split(" | ")[3:5] == ["3000", "0"], line  # every event, none lost
+
+
 def test_faults_bench_runs(tmp_path: Path) -> None:
     text = _run(
         "bench.faults", tmp_path / "RESULTS.md", "--outage", "0.5", "--rate", "5",
