@@ -63,6 +63,8 @@ class KafkaDelivery:
         self._timeout = timeout
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}
+        self._unacked = 0
+        self._broken = False
         self.connected = False
         self.last_error: str | None = None
 
@@ -102,13 +104,21 @@ class KafkaDelivery:
         are given and, with idempotence, has one request per partition in flight and retries
         it with its sequence number. Each batch is closed before it is queued (it is complete:
         an open one would wait out ``linger_ms`` in the accumulator first).
+
+        Once a batch has failed, nothing more is sent until every batch sent before the failure
+        has been settled: a new producer must not carry later events ahead of the ones the
+        caller will send again.
         """
+        if self._broken and self._unacked:
+            raise DeliveryError(self.last_error or "an earlier batch was not acknowledged")
+        self._broken = False
         try:
             async with asyncio.timeout(self._timeout):
                 producer = await self._ensure()
                 futures = await self._queue(producer, records)
         except (KafkaError, TimeoutError, OSError) as err:
             raise await self._failed(err) from err
+        self._unacked += 1
         return asyncio.ensure_future(self._acked(futures))
 
     async def _queue(
@@ -139,10 +149,16 @@ class KafkaDelivery:
                 await asyncio.gather(*futures)
         except (KafkaError, TimeoutError, OSError) as err:
             raise await self._failed(err) from err
+        except BaseException:
+            self._broken = True  # cancelled (the caller gives up on it) or a bug: send it again
+            raise
+        finally:
+            self._unacked -= 1
         self.connected = True
         self.last_error = None
 
     async def _failed(self, err: BaseException) -> DeliveryError:
+        self._broken = True  # before the first await: no send may start a new producer now
         self.connected = False
         self.last_error = f"{type(err).__name__}: {err}"
         await self.reset()

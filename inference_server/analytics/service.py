@@ -260,7 +260,9 @@ class Analytics:
                     await self.spool.wait(PROBE_SECONDS)
                     if self.store_error is not None:  # down at start: the sink needs it too
                         await self._reopen_store()
-                        if isinstance(self.delivery, StoreDelivery) and self.store_error:
+                        if isinstance(self.delivery, StoreDelivery) and (
+                            self.store_error is not None
+                        ):
                             continue
                 batch = None
                 if len(in_flight) < self.delivery.window:
