@@ -34,6 +34,16 @@ from inference_server.analytics.store import Store, StoreError
 _LOGGER = logging.getLogger(__name__)
 
 
+STORE_RETRY_MAX_SECONDS = 2.0
+"""The longest wait between two attempts to write to the store while it is down.
+
+An attempt costs one failed connection, so it can be frequent; with a backoff that grew to
+15 s the wait was most of the recovery: PostgreSQL answered again 10.5 s into a 10 s outage
+and the next row arrived 5.5 s later (bench/faults.py). Kafka keeps the longer backoff: each
+attempt there builds a producer and waits up to its timeout.
+"""
+
+
 class DeliveryError(RuntimeError):
     """The destination did not acknowledge a batch; the spool keeps it."""
 
@@ -42,6 +52,8 @@ class KafkaDelivery:
     """Sends spool records to ``<prefix>.<type>.v<version>`` topics."""
 
     destination = "kafka"
+    retry_max = 15.0
+    """The longest wait between two delivery attempts while Kafka is down."""
     window = 4
     """Spool batches sent before the oldest is acknowledged (see :meth:`send`)."""
 
@@ -194,6 +206,7 @@ class StoreDelivery:
     """No Kafka configured: the spool drains straight into the local store."""
 
     destination = "store"
+    retry_max = STORE_RETRY_MAX_SECONDS
     window = 1
     """One batch at a time: :meth:`send` returns only once the store has the rows."""
     connected = False
@@ -347,15 +360,22 @@ class KafkaSink:
 
     async def _insert(self, events: list[dict[str, Any]]) -> int:
         """Retry the store until it takes the batch: the offsets wait for it."""
-        backoff = 0.5
+        backoff = 0.25
+        failures = 0
         while True:
             try:
-                return await self._store.insert(events)
+                stored = await self._store.insert(events)
             except StoreError as err:
                 self.last_error = str(err)
-                _LOGGER.warning("Analytics store write failed (%s); retrying", err)
+                failures += 1
+                log = _LOGGER.warning if failures == 1 else _LOGGER.debug
+                log("Analytics store write failed (%s); retrying", err)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 15.0)
+                backoff = min(backoff * 2, STORE_RETRY_MAX_SECONDS)
+                continue
+            if failures:
+                _LOGGER.info("Analytics store write succeeded after %d failed attempts", failures)
+            return stored
 
 
 async def _zero() -> int:

@@ -288,7 +288,7 @@ class Analytics:
                     )
                     await _settle(in_flight)
                     await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 15.0)
+                    backoff = min(backoff * 2, self.delivery.retry_max)
                     continue
                 backoff = 0.2
                 self._committed(in_flight.popleft()[0])
