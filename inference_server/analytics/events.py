@@ -31,6 +31,9 @@ import uuid_utils
 DEFAULT_TOPIC_PREFIX = "prime_spark"
 
 
+NODE_ID_MAX_LENGTH = 64
+"""Every schema's ``node_id``: 1 to this many characters."""
+
 Side = Literal["edge", "cloud"]
 CacheResult = Literal["none", "miss", "exact", "semantic"]
 

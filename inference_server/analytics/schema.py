@@ -11,6 +11,12 @@ per schema once and checks a valid event in about a microsecond (``fastjsonschem
 reference ``jsonschema`` explains a failure (``best_match``: the field path and the rule) for
 the error a person reads. Where they disagree, the stricter answer wins: ``jsonschema-rs``
 refuses NaN and infinities, which are not JSON at all.
+
+An event this node builds itself (:func:`validate_own_event`) has its envelope right by
+construction (a fresh UUIDv7, the payload class's type and version, the clock, the node id the
+producer checked once) and only its ``data`` is checked against the topic's schema: half the
+cost of the whole envelope (0.9 against 1.6 µs, most of it the id's pattern), at 100k events/s
+a fifteenth of the one core a process has. Every other event is checked whole.
 """
 
 from __future__ import annotations
@@ -46,6 +52,32 @@ def _validator(type_: str, version: int) -> Draft202012Validator:
 @cache
 def _fast(type_: str, version: int) -> Any:
     return jsonschema_rs.validator_for(schema(type_, version))
+
+
+def _data_validators() -> dict[tuple[str, int], Any]:
+    """The ``data`` part of each known topic version's schema (the envelope is the same in
+    every file: tests/server/analytics/test_schema.py holds them together)."""
+    validators = {}
+    for type_, versions in ACCEPTED_VERSIONS.items():
+        for version in versions:
+            whole = schema(type_, version)
+            part = {"$schema": whole["$schema"], **whole["properties"]["data"]}
+            validators[type_, version] = jsonschema_rs.validator_for(part)
+    return validators
+
+
+_DATA = _data_validators()
+
+
+def validate_own_event(event: dict[str, Any]) -> None:
+    """:func:`validate_event` of an envelope :func:`~.events.envelope_data` built on this node
+    with a valid node id: its ``data`` checked, the rest trusted (see the module's text). A
+    failure is explained by the whole check, so the message is the same as it would be."""
+    fast = _DATA.get((event["type"], event["version"]))
+    if fast is not None and fast.is_valid(event["data"]):
+        return
+    validate_event(event)
+    raise EventSchemaError(f"{event['type']}.v{event['version']}: data: refused")  # unreachable
 
 
 def validate_event(event: Any) -> None:

@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from inference_server.analytics.events import (
     EVENT_TYPES,
+    NODE_ID_MAX_LENGTH,
     NodeHealthEvent,
     Payload,
     encode,
@@ -41,8 +42,8 @@ from inference_server.analytics.kafka import (
     StoreDelivery,
 )
 from inference_server.analytics.queue import EmitQueue
-from inference_server.analytics.schema import validate_event
-from inference_server.analytics.spool import Batch, Spool, encode_line
+from inference_server.analytics.schema import validate_event, validate_own_event
+from inference_server.analytics.spool import Batch, Spool, line_head
 from inference_server.analytics.store import RetentionPolicy, Store
 from inference_server.analytics.store.postgres import PostgresStore
 from inference_server.analytics.store.sqlite import SqliteStore
@@ -92,7 +93,11 @@ class Analytics:
         self.settings = settings
         self.default_model = default_model
         """Named in inference events of requests that failed before a model was chosen."""
+        if not 1 <= len(node_id) <= NODE_ID_MAX_LENGTH:  # what every schema's envelope requires
+            raise ValueError(f"node id must be 1 to {NODE_ID_MAX_LENGTH} characters: {node_id!r}")
         self.node_id = node_id
+        """Checked once here: events built on this node are not checked for it again."""
+        self._heads: dict[type[Payload], bytes] = {}
         self.store = make_store(settings, data_dir)
         self.spool = Spool(
             settings.spool_dir or data_dir / "analytics" / "spool",
@@ -135,13 +140,16 @@ class Analytics:
     def emit(self, payload: Payload, *, occurred_at: float | None = None) -> str:
         """Validate and enqueue one event; returns its ``event_id``. Never blocks."""
         event = envelope(payload, node_id=self.node_id, occurred_at=occurred_at)
-        self.emit_envelope(event)
+        if occurred_at is None:
+            self._emit_own(type(payload), event)
+        else:  # a time from the caller: the whole envelope is checked
+            self.emit_envelope(event)
         return str(event["event_id"])
 
     def emit_data(self, payload_type: type[Payload], data: dict[str, Any]) -> str:
         """:meth:`emit` of a payload given as its ``data`` dict (see :func:`envelope_data`)."""
         event = envelope_data(payload_type, data, node_id=self.node_id)
-        self.emit_envelope(event)
+        self._emit_own(payload_type, event)
         return str(event["event_id"])
 
     def emit_envelope(self, event: dict[str, Any], *, stage: str = "emit") -> None:
@@ -151,11 +159,25 @@ class Analytics:
         except ValueError:
             self.rejected[stage] += 1
             raise
-        self._enqueue(event)
+        self._enqueue(line_head(f"{event['type']}.v{event['version']}"), event)
 
-    def _enqueue(self, event: dict[str, Any]) -> None:
-        line = encode_line(f"{event['type']}.v{event['version']}", encode(event))
-        if not self._queue.put(line):
+    def _emit_own(self, payload_type: type[Payload], event: dict[str, Any]) -> None:
+        """An envelope built here around ``data``: only the data is checked (schema.py says why),
+        and the spool line's head is made once per payload class, not per event."""
+        try:
+            validate_own_event(event)
+        except ValueError:
+            self.rejected["emit"] += 1
+            raise
+        head = self._heads.get(payload_type)
+        if head is None:
+            head = self._heads[payload_type] = line_head(
+                f"{payload_type.TYPE}.v{payload_type.VERSION}"
+            )
+        self._enqueue(head, event)
+
+    def _enqueue(self, head: bytes, event: dict[str, Any]) -> None:
+        if not self._queue.put(head + encode(event) + b"\n"):
             self.dropped_queue_full += 1
             return
         self.emitted[event["type"]] += 1

@@ -54,8 +54,13 @@ class Batch:
     """Unparseable lines (a torn tail) passed over while reading."""
 
 
+def line_head(topic: str) -> bytes:
+    """What precedes an event's JSON on its spool line (which a newline ends)."""
+    return topic.encode() + b"\t"
+
+
 def encode_line(topic: str, value: bytes) -> bytes:
-    return topic.encode() + b"\t" + value + b"\n"
+    return line_head(topic) + value + b"\n"
 
 
 class Spool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 
 from inference_server.analytics.events import (
     ACCEPTED_VERSIONS,
+    NODE_ID_MAX_LENGTH,
     PAYLOAD_TYPES,
     AgentTaskEvent,
     InferenceEvent,
@@ -24,8 +27,13 @@ from inference_server.analytics.events import (
     sink_topics,
     topic_name,
 )
-from inference_server.analytics.requests import InferenceRecord, inference_data
-from inference_server.analytics.schema import EventSchemaError, schema, validate_event
+from inference_server.analytics.requests import InferenceRecord, _ms, inference_data
+from inference_server.analytics.schema import (
+    EventSchemaError,
+    schema,
+    validate_event,
+    validate_own_event,
+)
 
 SAMPLES = [
     InferenceEvent(model="m", route="/v1/chat/completions", status=200, latency_ms=12.5),
@@ -83,6 +91,38 @@ def test_violations_name_the_topic_and_field() -> None:
         validate_event(event)
     with pytest.raises(EventSchemaError, match="JSON object"):
         validate_event([1])
+
+
+def test_every_schema_file_has_the_same_envelope() -> None:
+    """An event built here is checked for its data only (its envelope is right by construction):
+    that holds only while the envelope is the same in every file."""
+    envelopes = []
+    for type_, versions in ACCEPTED_VERSIONS.items():
+        for version in versions:
+            whole = schema(type_, version)
+            properties = dict(whole["properties"])
+            del properties["data"]
+            assert properties.pop("type") == {"const": type_}
+            assert properties.pop("version") == {"const": version}
+            envelopes.append((properties, whole["required"], whole["additionalProperties"]))
+    assert all(e == envelopes[0] for e in envelopes)
+    assert envelopes[0][0]["node_id"]["maxLength"] == NODE_ID_MAX_LENGTH
+
+
+@pytest.mark.parametrize("payload", SAMPLES, ids=lambda p: p.TYPE)
+def test_an_own_event_is_refused_with_the_whole_check_s_message(payload: Any) -> None:
+    event = envelope(payload, node_id="n1")
+    validate_own_event(event)
+    field = next(iter(event["data"]))
+    event["data"][field] = {"not": "a value of any field"}
+    with pytest.raises(EventSchemaError, match=rf"^{payload.TYPE}\.v\d: data/{field}: ") as own:
+        validate_own_event(event)
+    with pytest.raises(EventSchemaError) as whole:
+        validate_event(event)
+    assert str(own.value) == str(whole.value)
+    event["data"][field] = float("nan")
+    with pytest.raises(EventSchemaError, match=rf"data/{field}: "):
+        validate_own_event(event)
 
 
 def test_events_without_the_added_peer_field_still_validate() -> None:
@@ -199,3 +239,15 @@ def test_inference_data_is_the_dataclass_dict() -> None:
         k: v for k, v in reference.items() if k not in ("event_id", "occurred_at")
     }
     validate_event(event)
+
+
+def test_request_milliseconds_are_what_round_gives() -> None:
+    """The request path rounds latencies without ``round`` (a third of its time): same floats,
+    and what is no duration still reaches the schema check as ``round`` leaves it."""
+    rng = random.Random(7)
+    samples = [rng.random() * scale for scale in (1e-3, 1.0, 60.0, 86_400.0) for _ in range(5000)]
+    samples += [0.0, 0.0005, 0.0125, 1e-7, 86_400.0, 1e9, -0.25]
+    for seconds in samples:
+        assert _ms(seconds) == round(seconds * 1000, 3), seconds
+    assert math.isnan(_ms(float("nan")))
+    assert _ms(float("inf")) == float("inf")

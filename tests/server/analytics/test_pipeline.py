@@ -292,6 +292,13 @@ async def test_schema_violations_are_rejected_with_a_clear_error(
         with pytest.raises(EventSchemaError, match=r"inference\.v2: data/latency_ms: -5 is less"):
             analytics.emit(bad)
         assert analytics.rejected["emit"] == 1
+        # A time the caller gives is checked with the rest of the envelope.
+        good = InferenceEvent(model="m", route="/v1/x", status=200, latency_ms=5)
+        with pytest.raises(EventSchemaError, match=r"inference\.v2: occurred_at: -1 is less"):
+            analytics.emit(good, occurred_at=-1)
+        assert analytics.rejected["emit"] == 2
+        with pytest.raises(ValueError, match="node id must be 1 to 64 characters"):
+            Analytics(settings(tmp_path), node_id="n" * 65, data_dir=tmp_path)
         # Someone else writes garbage and a schema-breaking event to our topic: the sink
         # rejects them, keeps the valid ones, and is not stuck on them (offsets move on).
         topic = topic_name(topic_prefix, "inference")
