@@ -6,9 +6,10 @@ into PostgreSQL, on the same broker in the same run.
       linger, 512 KiB batches). Its rate includes the JVM's start and warm-up, so it grows with
       N (on the 2-CPU dev machine: ~75k/s for 100k records, ~140k/s for 500k, ~180k/s for
       1M); the default N, 500k, keeps that share small and fits the server's default spool;
-  (b) ours, one Python process: ``Analytics.emit`` (typed event → schema validation → queue),
-      the spool (append + fsync per batch) and the aiokafka producer, timed from the first emit
-      until Kafka acknowledged the last event; the emit-only rate is reported too;
+  (b) ours, one Python process: what the server does per request (``emit_data`` of the
+      request's ``inference_data``: the dict, the schema check, the queue), the spool (append +
+      fsync per batch) and the aiokafka producer, timed from the first emit until Kafka
+      acknowledged the last event; the emit-only rate is reported too;
   (c) the sink alone: a consumer group reading (b)'s N events into a fresh PostgreSQL database
       (COPY → staging → INSERT ... ON CONFLICT), timed until all N rows are there;
   (d) end to end in one process: emit → spool → Kafka → sink → PostgreSQL;
@@ -430,7 +431,7 @@ def write_results(
     rows = [
         ("(a) Kafka ProducerPerformance (JVM, kafka-tools)", kafka, n / kafka["rate"], "-", "-"),
         (
-            "(b) ours: emit → validate → spool (fsync) → aiokafka, until acked",
+            "(b) ours: request emit → validate → spool (fsync) → aiokafka, until acked",
             ours,
             ours["seconds"],
             "-",
