@@ -1,7 +1,8 @@
 """The hot tier: Redis (shared, durable as far as Redis's own persistence goes) or in-process.
 
 Redis layout under a prefix: ``i:<ns>\\0<key>`` holds the item's canonical text, the sorted set
-``lru`` scores each item id by its last read (the demotion clock) and the counter ``bytes`` keeps
+``lru`` scores each item id by its last write or read, to the second (the demotion clock; see
+:func:`recency`), and the counter ``bytes`` keeps
 usage exact (an item's old size is read back by the write itself, so no per-item size index is
 kept). Writes and conditional deletes are Lua scripts or transactions, so the three structures
 never disagree and "delete only if unchanged" is atomic. A batch write is one ``MULTI``/``EXEC``
@@ -81,6 +82,20 @@ return 1
 _BATCH = 1000
 """Items per merged write transaction (a bound on how long one blocks Redis)."""
 
+
+def recency(now: float) -> float:
+    """An item's score in the ``lru`` index: the second of its last write or read.
+
+    Whole seconds, as Redis's own LRU clock and memcached (which moves an item in its LRU at
+    most once a minute) keep them: a ``ZADD`` of an unchanged score only finds the member,
+    while a new score moves it in the skip list, and that move was a third of what Redis spent
+    on a batch write (0.4-0.5 of ~2.4 µs per item; bench/RESULTS.md). An item is demoted at most a
+    second early against an idle limit of an hour by default, and items used within the same
+    second are demoted in the order of their ids.
+    """
+    return float(int(now))
+
+
 _MGET_KEYS = 4096
 """Keys per merged MGET (a bound on one reply's size, not a Redis limit)."""
 
@@ -88,13 +103,18 @@ _IN_FLIGHT = 4
 """Round trips the coalescer keeps in flight at once (Python packs the next while Redis works)."""
 
 _ROUND_TRIP_OPS = 64
-"""A round trip sent while no other is out takes half of the queued operations, but at least
-this many, and a second round trip the rest at once; a round trip sent while another is out
-takes all that is queued. So two round trips alternate: Redis runs one while Python parses the
-other's replies and packs the next. One round trip of everything queued kept all callers in
-step (all answered at once, all asking again at once) and left one of the two idle while the
-other worked; halving every round trip made them small, and small round trips cost more CPU
-per operation on both sides (bench/RESULTS.md)."""
+"""The least a round trip takes while the queue is split (see ``_SPLIT``)."""
+
+_SPLIT = 3
+"""A round trip sent while k others are out takes 1/(``_SPLIT`` - k) of the queued operations
+(at least ``_ROUND_TRIP_OPS``), so a full queue leaves in ``_SPLIT`` round trips: Redis runs
+one while Python parses another's replies and packs the next, and each side has the next one
+ready when it is done. One round trip of everything queued kept all callers in step (all
+answered at once, all asking again at once) and left one side idle while the other worked;
+two alternating round trips still left each side waiting for the other about a third of the
+time (~1.4 of 2 CPUs busy); three gave 27-33 % more operations per second at 800 in flight,
+four no more than three (bench/RESULTS.md). Halving every round trip made them small, and
+small round trips cost more CPU per operation on both sides."""
 
 
 class _HiredisPackedConnection(aioredis.Connection):
@@ -132,10 +152,9 @@ class _Coalescer:
     """Sends the reads and writes of concurrent callers together, merged, in few round trips.
 
     The first command of an idle tier goes out at once (no timer, no added latency); commands
-    issued meanwhile queue (one FIFO) and leave together. The only round trip out takes the
-    oldest half of the queue (at least ``_ROUND_TRIP_OPS`` operations) and a second one the
-    rest at once; later ones take all that is queued (up to ``_IN_FLIGHT`` round trips out), so
-    Redis runs one while Python handles the other. Within a round trip the reads become one
+    issued meanwhile queue (one FIFO) and leave together, the queue split over up to ``_SPLIT``
+    round trips (see there; up to ``_IN_FLIGHT`` round trips out), so Redis runs one while
+    Python handles another. Within a round trip the reads become one
     ``MGET`` and the batch writes one write transaction, so Redis runs one, not one per
     caller, and Python packs and parses a handful of commands, not one per caller: the
     per-command costs on both sides are what bounded the tier's throughput (bench/RESULTS.md).
@@ -209,12 +228,13 @@ class _Coalescer:
 
     def _take(self) -> list[tuple[tuple[Any, ...], list[_Sink]]]:
         """The commands of one round trip (each with its callers): the queue's oldest entries
-        (half of them if no other round trip is out, see ``_ROUND_TRIP_OPS``), reads merged,
+        (a share of them while fewer than ``_SPLIT`` round trips are out), reads merged,
         writes merged."""
         queue = self._queue
         budget = self._queued_ops
-        if self._draining == 1:  # the only round trip: leave half of the queue to a second one
-            budget = max(_ROUND_TRIP_OPS, (budget + 1) // 2)
+        parts = _SPLIT - self._draining + 1  # _draining counts this round trip
+        if parts > 1:  # leave the rest of the queue to the round trips that follow
+            budget = max(_ROUND_TRIP_OPS, -(-budget // parts))
         count = ops = 0
         while count < len(queue) and ops < budget:
             ops += queue[count][0]
@@ -275,7 +295,7 @@ class _Coalescer:
         sets: list[bytes] = [b""] * (2 * n)
         sets[0::2] = keys
         sets[1::2] = texts
-        scored = [repr(time.time()).encode()] * (2 * n)  # formatted once, not once per item
+        scored = [repr(recency(time.time())).encode()] * (2 * n)  # formatted once, not per item
         scored[1::2] = ids
         wire.append((("MULTI",), []))
         wire.append((("EVAL", self._put_many, n + 1, *keys, size, sum(map(len, texts))), []))
@@ -498,7 +518,12 @@ class RedisHotTier:
     ) -> bool:
         ident = item_id(namespace, key)
         keys = [self._key(ident), self._lru, self._bytes]
-        args: list[str | float] = [ident, text, time.time(), "1" if only_if_absent else "0"]
+        args: list[str | float] = [
+            ident,
+            text,
+            recency(time.time()),
+            "1" if only_if_absent else "0",
+        ]
         try:
             return bool(await self._batch.call("EVALSHA", self._put_sha, len(keys), *keys, *args))
         except RedisError as err:
@@ -557,7 +582,7 @@ class RedisHotTier:
 
     async def touch(self, namespace: str, key: str, now: float) -> None:
         try:
-            await self._client.zadd(self._lru, {item_id(namespace, key): now}, xx=True)
+            await self._client.zadd(self._lru, {item_id(namespace, key): recency(now)}, xx=True)
         except RedisError as err:
             raise self._fail(err) from err
 

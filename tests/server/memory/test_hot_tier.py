@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import time
 
 import pytest
 import redis
 
-from inference_server.memory.hot import RedisHotTier
+from inference_server.memory.hot import RedisHotTier, recency
 from inference_server.memory.record import TierUnavailableError
 from tests.server.memory.conftest import PrivateRedis
 
@@ -93,6 +94,33 @@ async def test_single_writes_and_conditional_deletes_beside_batches(
         assert set(items) == {"ns\x00a", "ns\x00c"} and lru == {b"ns\x00a", b"ns\x00c"}
         assert size == sum(len(v) for v in items.values())
     finally:
+        await tier.close()
+
+
+async def test_recency_is_the_second_of_the_last_write_or_read(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Scores are whole seconds (a ZADD of an unchanged score does not move the member), set by
+    both write paths and by a read's touch, and the coldest are the oldest seconds."""
+    tier = RedisHotTier(redis_url, redis_prefix)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        await asyncio.sleep(1.01 - time.time() % 1)  # at the start of a second
+        first = float(int(time.time()))
+        await tier.put_raw("ns", "single", "one")
+        await tier.put_many([("ns", "batch", "two"), ("ns", "other", "three")])
+        scores = dict(client.zrange(redis_prefix + "lru", 0, -1, withscores=True))
+        assert scores == {b"ns\x00single": first, b"ns\x00batch": first, b"ns\x00other": first}
+        await asyncio.sleep(1.0)
+        await tier.touch("ns", "batch", time.time())
+        await tier.put_raw("ns", "single", "one again")
+        assert client.zscore(redis_prefix + "lru", "ns\x00batch") == first + 1
+        assert client.zscore(redis_prefix + "lru", "ns\x00single") == first + 1
+        assert await tier.coldest(1, None) == [("ns", "other")]
+        assert await tier.coldest(5, first + 0.5) == [("ns", "other")]
+        assert recency(first + 0.999) == first
+    finally:
+        client.close()
         await tier.close()
 
 

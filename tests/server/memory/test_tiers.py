@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,9 @@ async def test_demotion_by_idle_and_capacity_then_promotion(
     try:
         for i in range(5):
             await store.put("shared", f"k{i}", i)
-        # Make k1 the most recently read, so capacity pressure demotes k0, k2 first.
+        # Make k1 the most recently read, so capacity pressure demotes k0, k2 first. Recency is
+        # kept to the second (hot.recency): the read comes in the next second.
+        await asyncio.sleep(1.01 - time.time() % 1)
         await store.get("shared", "k1")
         moved = await store.mover_pass()
         assert moved == 2
