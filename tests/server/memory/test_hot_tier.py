@@ -165,6 +165,23 @@ async def test_a_text_that_cannot_be_encoded_fails_only_its_caller(
         await tier.close()
 
 
+async def test_a_full_queue_leaves_in_three_round_trips(private_redis: PrivateRedis) -> None:
+    """300 reads queued at once go as three merged MGETs of 100 (hot._SPLIT): Redis runs one
+    while Python handles another, and each side has the next ready (counted by Redis itself)."""
+    tier = RedisHotTier(private_redis.url, "p:")
+    admin = redis.Redis(port=private_redis.port)
+    try:
+        await tier.put_many([("ns", f"k{i}", f"v{i}") for i in range(300)])
+        admin.config_resetstat()
+        got = await asyncio.gather(*(tier.get_raw("ns", f"k{i}") for i in range(300)))
+        assert got == [f"v{i}" for i in range(300)]
+        stats = admin.info("commandstats")["cmdstat_mget"]
+        assert stats["calls"] == 3
+    finally:
+        admin.close()
+        await tier.close()
+
+
 async def test_a_flushed_script_cache_is_reloaded(private_redis: PrivateRedis) -> None:
     tier = RedisHotTier(private_redis.url, "p:")
     admin = redis.Redis(port=private_redis.port)
