@@ -2,12 +2,12 @@
 
 Redis layout under a prefix: ``i:<ns>\\0<key>`` holds the item's canonical text, the sorted set
 ``lru`` scores each item id by its last write or read, to the second (the demotion clock; see
-:func:`recency`), and the counter ``bytes`` keeps
-usage exact (an item's old size is read back by the write itself, so no per-item size index is
-kept). Writes and conditional deletes are Lua scripts or transactions, so the three structures
-never disagree and "delete only if unchanged" is atomic. A batch write is one ``MULTI``/``EXEC``
-transaction of a script that reads the old sizes (``STRLEN``) and adjusts the counter, one
-``MSET`` and one ``ZADD``, and concurrent callers' batches are merged into it.
+:func:`recency`), and the counter ``bytes`` keeps usage exact (an item's old size is read back by
+the write itself, so no per-item size index is kept). Writes and conditional deletes are Lua
+scripts or transactions, so the three structures never disagree and "delete only if unchanged" is
+atomic. A batch write is one ``MULTI``/``EXEC`` transaction of a script that reads the old sizes
+(``STRLEN``) and adjusts the counter, one ``MSET`` and one ``ZADD``, and concurrent callers'
+batches are merged into it.
 
 Expiry is never delegated to Redis ``EXPIRE``: an item silently vanishing from the hot tier
 would let an older copy in a colder tier resurface. TTLs are checked on read and by the mover.
@@ -153,13 +153,12 @@ class _Coalescer:
 
     The first command of an idle tier goes out at once (no timer, no added latency); commands
     issued meanwhile queue (one FIFO) and leave together, the queue split over up to ``_SPLIT``
-    round trips (see there; up to ``_IN_FLIGHT`` round trips out), so Redis runs one while
-    Python handles another. Within a round trip the reads become one
-    ``MGET`` and the batch writes one write transaction, so Redis runs one, not one per
-    caller, and Python packs and parses a handful of commands, not one per caller: the
-    per-command costs on both sides are what bounded the tier's throughput (bench/RESULTS.md).
-    Concurrent callers have no order between them, so merging reorders nothing a caller could
-    observe; each transaction stays atomic.
+    round trips (see there; up to ``_IN_FLIGHT`` round trips out), so Redis runs one while Python
+    handles another. Within a round trip the reads become one ``MGET`` and the batch writes one
+    write transaction, so Redis runs one, not one per caller, and Python packs and parses a handful
+    of commands, not one per caller: the per-command costs on both sides are what bounded the
+    tier's throughput (bench/RESULTS.md). Concurrent callers have no order between them, so merging
+    reorders nothing a caller could observe; each transaction stays atomic.
 
     Round trips go over connections of the coalescer's own (made by the client's pool, so they
     share its settings), written as one packed buffer and read reply by reply: redis-py's
