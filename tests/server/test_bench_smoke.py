@@ -14,13 +14,19 @@ from pathlib import Path
 REPO = Path(__file__).parents[2]
 
 
-def _run(module: str, out: Path, *args: str, timeout: float = 900) -> str:
+def _call(module: str, *args: str, timeout: float = 900) -> str:
+    """``python -m module args`` from the repository root; its standard output."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     done = subprocess.run(
-        [sys.executable, "-m", module, *args, "--out", str(out)],
+        [sys.executable, "-m", module, *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+def _run(module: str, out: Path, *args: str, timeout: float = 900) -> str:
+    _call(module, *args, "--out", str(out), timeout=timeout)
     return out.read_text(encoding="utf-8")
 
 
@@ -55,6 +61,14 @@ def test_analytics_bench_runs(tmp_path: Path) -> None:
         line = next(ln for ln in text.splitlines() if ln.startswith(row))
         if row not in ("| (a) Kafka ProducerPerformance", "| (b) ours:"):
             assert line.split(" | ")[3:5] == ["3000", "0"], line  # every event, none lost
+
+
+def test_pg_write_bench_runs() -> None:
+    """It prints its table (no section of its own: its numbers are notes under analytics)."""
+    out = _call("bench.pg_write", "--events", "2000", "--batch", "1000", "--rounds", "1")
+    assert "2000 inference events, batches of 1000" in out
+    for row in ("| current |", "| direct |", "| typed-only |"):
+        assert row in out
 
 
 def test_faults_bench_runs(tmp_path: Path) -> None:
