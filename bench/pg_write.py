@@ -27,7 +27,6 @@ import os
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -35,6 +34,7 @@ import orjson
 import uuid_utils
 
 from bench.analytics import drop_db
+from bench.common import proc_cpu_seconds
 from inference_server.analytics.store import postgres
 
 VARIANTS = ("current", "direct", "typed-only")
@@ -42,11 +42,6 @@ INFERENCE_COLUMNS = [
     "event_id", "occurred_at", "node_id", "model", "side", "route", "status", "prompt_tokens",
     "completion_tokens", "latency_ms", "generation_ms", "cache", "stream", "served_for",
 ]  # fmt: skip
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _data(i: int) -> dict[str, Any]:
@@ -126,11 +121,11 @@ async def run(base: str, variant: str, n: int, batch: int) -> dict[str, Any]:
         try:
             pid = await conn.fetchval("SELECT pg_backend_pid()")
             events = _events(n)
-            started, cpu0 = time.perf_counter(), _cpu_seconds(pid)
+            started, cpu0 = time.perf_counter(), proc_cpu_seconds(pid)
             for start in range(0, n, batch):
                 async with conn.transaction():
                     await _write(conn, variant, events[start : start + batch])
-            wall, cpu = time.perf_counter() - started, _cpu_seconds(pid) - cpu0
+            wall, cpu = time.perf_counter() - started, proc_cpu_seconds(pid) - cpu0
             rows = await conn.fetchval("SELECT count(*) FROM analytics_inference")
         finally:
             await conn.close()
