@@ -97,7 +97,7 @@ class Analytics:
             raise ValueError(f"node id must be 1 to {NODE_ID_MAX_LENGTH} characters: {node_id!r}")
         self.node_id = node_id
         """Checked once here: events built on this node are not checked for it again."""
-        self._heads: dict[type[Payload], bytes] = {}
+        self._heads: dict[tuple[str, int], bytes] = {}
         self.store = make_store(settings, data_dir)
         self.spool = Spool(
             settings.spool_dir or data_dir / "analytics" / "spool",
@@ -141,7 +141,7 @@ class Analytics:
         """Validate and enqueue one event; returns its ``event_id``. Never blocks."""
         event = envelope(payload, node_id=self.node_id, occurred_at=occurred_at)
         if occurred_at is None:
-            self._emit_own(type(payload), event)
+            self._emit_own(event)
         else:  # a time from the caller: the whole envelope is checked
             self.emit_envelope(event)
         return str(event["event_id"])
@@ -149,7 +149,7 @@ class Analytics:
     def emit_data(self, payload_type: type[Payload], data: dict[str, Any]) -> str:
         """:meth:`emit` of a payload given as its ``data`` dict (see :func:`envelope_data`)."""
         event = envelope_data(payload_type, data, node_id=self.node_id)
-        self._emit_own(payload_type, event)
+        self._emit_own(event)
         return str(event["event_id"])
 
     def emit_envelope(self, event: dict[str, Any], *, stage: str = "emit") -> None:
@@ -159,24 +159,24 @@ class Analytics:
         except ValueError:
             self.rejected[stage] += 1
             raise
-        self._enqueue(line_head(f"{event['type']}.v{event['version']}"), event)
+        self._enqueue(event)
 
-    def _emit_own(self, payload_type: type[Payload], event: dict[str, Any]) -> None:
-        """An envelope built here around ``data``: only the data is checked (schema.py says why),
-        and the spool line's head is made once per payload class, not per event."""
+    def _emit_own(self, event: dict[str, Any]) -> None:
+        """An envelope built here around ``data``: only the data is checked (schema.py says why)."""
         try:
             validate_own_event(event)
         except ValueError:
             self.rejected["emit"] += 1
             raise
-        head = self._heads.get(payload_type)
-        if head is None:
-            head = self._heads[payload_type] = line_head(
-                f"{payload_type.TYPE}.v{payload_type.VERSION}"
-            )
-        self._enqueue(head, event)
+        self._enqueue(event)
 
-    def _enqueue(self, head: bytes, event: dict[str, Any]) -> None:
+    def _enqueue(self, event: dict[str, Any]) -> None:
+        """The spool line of a checked event; its head (``<type>.v<version>\\t``) is made once
+        per topic version, not formatted per event (a checked event is of a known one)."""
+        topic = (event["type"], event["version"])
+        head = self._heads.get(topic)
+        if head is None:
+            head = self._heads[topic] = line_head(f"{topic[0]}.v{topic[1]}")
         if not self._queue.put(head + encode(event) + b"\n"):
             self.dropped_queue_full += 1
             return
