@@ -54,6 +54,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.common import proc_cpu_seconds
 from inference_server.memory.hot import RedisHotTier
 from inference_server.memory.record import MemoryItem
 
@@ -74,10 +75,7 @@ def _redis_pid(url: str) -> int | None:
 
 def _cpu_seconds(pid: int | None) -> float:
     """user + system CPU seconds of a process (``/proc/PID/stat``), 0 when not sampled."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0 if pid is None else proc_cpu_seconds(pid)
 
 
 async def hot_tier(url: str, seconds: float, pipeline: int, clients: int) -> dict[str, Any]:
@@ -218,12 +216,6 @@ def cpu_pinning() -> tuple[list[str], list[str]]:
     if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
         return [], []
     return ["taskset", "-c", "0"], ["taskset", "-c", "1"]
-
-
-def _process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _start_server(
@@ -382,7 +374,7 @@ async def cache_hits(
         await _prime_cache(session, url, payload)
         for rate in rates:
             hits_before = (await _cache_counters(session, url))["hits"]
-            cpu_before = _process_cpu_seconds(server_pid) if server_pid else None
+            cpu_before = proc_cpu_seconds(server_pid) if server_pid else None
             if oha is not None:
                 row = await asyncio.to_thread(
                     _oha_rate, oha, pin or [], url, token, payload, rate, seconds, connections
@@ -390,7 +382,7 @@ async def cache_hits(
             else:
                 row = await _python_rate(session, url, payload, rate, seconds)
             if server_pid and cpu_before is not None:
-                used = _process_cpu_seconds(server_pid) - cpu_before
+                used = proc_cpu_seconds(server_pid) - cpu_before
                 row["cpu_ms"] = used / max(row["requests"], 1) * 1000
             hits = (await _cache_counters(session, url))["hits"] - hits_before
             row["not_hits"] = max(row["requests"] - row["errors"] - hits, 0)
