@@ -1,22 +1,23 @@
-"""PostgreSQL's CPU per stored inference event: the sink's write against two cheaper designs.
+"""PostgreSQL's CPU per stored inference event: the store's write, its replay, and the last
+release's write.
 
     eval "$(scripts/services env)"
     scripts/shell python -m bench.pg_write [--events 100000] [--batch 20000] [--rounds 2]
 
 The end-to-end analytics goal (bench/analytics.py (d)) is bound by the CPU every process spends
-per event, and PostgreSQL's share is the largest. This measures that share alone, in a fresh
+per event, and PostgreSQL's share was the largest. This measures that share alone, in a fresh
 database with the store's own schema (TimescaleDB hypertables when the extension is there), by
-the CPU time of the one backend that writes, for the same inference events in batches:
+the CPU time of every PostgreSQL process (the backends, the WAL writer, the checkpointer...)
+while the same inference events are written in batches:
 
-- ``current``: what ``PostgresStore.insert`` does: COPY into the staging table (the data as
-  jsonb), ``INSERT … SELECT … ON CONFLICT DO NOTHING`` into ``analytics_events`` and into
-  ``analytics_inference`` (columns extracted from the jsonb);
-- ``direct``: COPY straight into both tables (no staging, no conflict clause: a replayed batch
-  would fail and need the current path);
-- ``typed-only``: COPY into ``analytics_inference`` only (the raw jsonb row not kept for
-  inference events).
-
-Neither alternative is what the store does; they bound what a redesign could save.
+- ``store``: ``PostgresStore.insert`` of new events: one COPY straight into
+  ``analytics_inference``, in a savepoint;
+- ``replay``: the same batches written a second time (a Kafka redelivery after a sink crash):
+  the COPY fails on the first stored id, and the batch goes the idempotent way (COPY into a
+  staging table, ``INSERT … SELECT … ON CONFLICT DO NOTHING``), storing nothing;
+- ``before``: the write of the release before (kept here as the yardstick): COPY into a staging
+  table with the data as jsonb, then ``INSERT … ON CONFLICT`` into ``analytics_events`` (every
+  event's JSON) and into ``analytics_inference`` (columns extracted from the jsonb).
 """
 
 from __future__ import annotations
@@ -34,14 +35,28 @@ import orjson
 import uuid_utils
 
 from bench.analytics import drop_db
-from bench.common import proc_cpu_seconds
+from bench.common import processes_cpu_seconds
 from inference_server.analytics.store import postgres
 
-VARIANTS = ("current", "direct", "typed-only")
-INFERENCE_COLUMNS = [
-    "event_id", "occurred_at", "node_id", "model", "side", "route", "status", "prompt_tokens",
-    "completion_tokens", "latency_ms", "generation_ms", "cache", "stream", "served_for",
-]  # fmt: skip
+VARIANTS = ("store", "replay", "before")
+
+BEFORE_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS analytics_staging (
+    event_id uuid, type text, version integer, occurred_at timestamptz, node_id text,
+    data jsonb) ON COMMIT DELETE ROWS
+"""
+BEFORE_INSERTS = (
+    "INSERT INTO analytics_events SELECT * FROM analytics_staging ON CONFLICT DO NOTHING",
+    """INSERT INTO analytics_inference (event_id, occurred_at, node_id, model, side, route,
+        status, prompt_tokens, completion_tokens, latency_ms, generation_ms, cache, stream,
+        served_for)
+    SELECT event_id, occurred_at, node_id, data->>'model', data->>'side', data->>'route',
+        (data->>'status')::integer, (data->>'prompt_tokens')::integer,
+        (data->>'completion_tokens')::integer, (data->>'latency_ms')::double precision,
+        (data->>'generation_ms')::double precision, data->>'cache', (data->>'stream')::boolean,
+        data->>'served_for'
+    FROM analytics_staging WHERE type = 'inference' ON CONFLICT DO NOTHING""",
+)
 
 
 def _data(i: int) -> dict[str, Any]:
@@ -75,36 +90,21 @@ def _events(n: int) -> list[dict[str, Any]]:
     ]
 
 
-async def _write(conn: asyncpg.Connection, variant: str, chunk: list[dict[str, Any]]) -> None:
-    def when(e: dict[str, Any]) -> datetime:
-        return datetime.fromtimestamp(e["occurred_at"], UTC)
-
-    if variant == "current":
-        await conn.execute(postgres.STAGING)
-        records = [
-            (e["event_id"], e["type"], e["version"], when(e), e["node_id"],
-             orjson.dumps(e["data"]).decode())
-            for e in chunk
-        ]  # fmt: skip
-        await conn.copy_records_to_table("analytics_staging", records=records)
-        for statement in postgres.INSERTS:
-            await conn.execute(statement)
-        return
-    if variant == "direct":
-        raw = [
-            (uuid.UUID(e["event_id"]), e["type"], e["version"], when(e), e["node_id"],
-             orjson.dumps(e["data"]).decode())
-            for e in chunk
-        ]  # fmt: skip
-        await conn.copy_records_to_table("analytics_events", records=raw)
-    typed = [
-        (uuid.UUID(e["event_id"]), when(e), e["node_id"],
-         *(e["data"][c] for c in INFERENCE_COLUMNS[3:]))
+async def _before(conn: asyncpg.Connection, chunk: list[dict[str, Any]]) -> None:
+    await conn.execute(BEFORE_STAGING)
+    records = [
+        (e["event_id"], e["type"], e["version"],
+         datetime.fromtimestamp(e["occurred_at"], UTC), e["node_id"],
+         orjson.dumps(e["data"]).decode())
         for e in chunk
     ]  # fmt: skip
-    await conn.copy_records_to_table(
-        "analytics_inference", records=typed, columns=INFERENCE_COLUMNS
-    )
+    await conn.copy_records_to_table("analytics_staging", records=records)
+    for statement in BEFORE_INSERTS:
+        await conn.execute(statement)
+
+
+def postgres_cpu_seconds() -> float:
+    return processes_cpu_seconds(lambda comm, _argv: comm == "postgres")
 
 
 async def run(base: str, variant: str, n: int, batch: int) -> dict[str, Any]:
@@ -112,26 +112,33 @@ async def run(base: str, variant: str, n: int, batch: int) -> dict[str, Any]:
     admin = await asyncpg.connect(base)
     await admin.execute(f"CREATE DATABASE {name}")
     dsn = base.rsplit("/", 1)[0] + "/" + name
+    store = postgres.PostgresStore(dsn)
     try:
-        store = postgres.PostgresStore(dsn)
         await store.open()  # the store's migrations: its tables, hypertables when available
-        kind = store.kind
-        await store.close()
+        events = _events(n)
+        chunks = [events[start : start + batch] for start in range(0, n, batch)]
+        if variant == "replay":
+            for chunk in chunks:
+                await store.insert(chunk)
         conn = await asyncpg.connect(dsn)
         try:
-            pid = await conn.fetchval("SELECT pg_backend_pid()")
-            events = _events(n)
-            started, cpu0 = time.perf_counter(), proc_cpu_seconds(pid)
-            for start in range(0, n, batch):
-                async with conn.transaction():
-                    await _write(conn, variant, events[start : start + batch])
-            wall, cpu = time.perf_counter() - started, proc_cpu_seconds(pid) - cpu0
-            rows = await conn.fetchval("SELECT count(*) FROM analytics_inference")
+            started, cpu0 = time.perf_counter(), postgres_cpu_seconds()
+            for chunk in chunks:
+                if variant == "before":
+                    async with conn.transaction():
+                        await _before(conn, chunk)
+                else:
+                    await store.insert(chunk)
+            wall, cpu = time.perf_counter() - started, postgres_cpu_seconds() - cpu0
         finally:
             await conn.close()
+        rows = await store.count("analytics_inference")
         assert rows == n, (variant, rows)
-        return {"pg_us": cpu / n * 1e6, "wall_us": wall / n * 1e6, "store": kind}
+        if variant == "replay":
+            assert store.replayed_batches == len(chunks), store.replayed_batches
+        return {"pg_us": cpu / n * 1e6, "wall_us": wall / n * 1e6, "store": store.kind}
     finally:
+        await store.close()
         await admin.close()
         await drop_db(base, name)
 
@@ -147,7 +154,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for variant in VARIANTS:
             results[variant].append(asyncio.run(run(base, variant, args.events, args.batch)))
-    store = results["current"][0]["store"]
+    store = results["store"][0]["store"]
     print(f"{args.events} inference events, batches of {args.batch}, store: {store}")
     print("| write | PostgreSQL CPU µs per event (each run) | wall µs per event |")
     print("| --- | --- | --- |")

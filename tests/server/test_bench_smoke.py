@@ -67,7 +67,7 @@ def test_pg_write_bench_runs() -> None:
     """It prints its table (no section of its own: its numbers are notes under analytics)."""
     out = _call("bench.pg_write", "--events", "2000", "--batch", "1000", "--rounds", "1")
     assert "2000 inference events, batches of 1000" in out
-    for row in ("| current |", "| direct |", "| typed-only |"):
+    for row in ("| store |", "| replay |", "| before |"):
         assert row in out
 
 

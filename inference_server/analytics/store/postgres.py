@@ -1,10 +1,14 @@
 """The PostgreSQL store (asyncpg), with TimescaleDB hypertables when the extension is there.
 
-Writes go through ``COPY`` into a per-connection temporary staging table, then one
-``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` per table: COPY is the fastest way into
-PostgreSQL, and the conflict clause makes a replayed batch (spool resend, Kafka redelivery after
-a consumer crash) a no-op. Everything happens in one transaction, so when ``insert`` returns
-the rows are durable and the caller may commit its Kafka offsets.
+A batch is written by one ``COPY`` per raw table straight into the table, inside a savepoint:
+COPY is the fastest way into PostgreSQL, and every raw table's primary key holds the event id,
+so an event already stored makes the COPY fail instead of counting twice. Then (a replay: spool
+resend, Kafka redelivery after a consumer crash) the savepoint is rolled back and the batch goes
+the idempotent way: COPY into a per-connection temporary staging table, then
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, which stores exactly the events that are new.
+The slow way costs PostgreSQL about four times the CPU (bench/pg_write.py) and is needed only
+for batches that overlap what is stored. Everything happens in one transaction, so when
+``insert`` returns the rows are durable and the caller may commit its Kafka offsets.
 
 TimescaleDB: on first migration the extension is created if the server has it; the raw tables
 become hypertables (their primary key is ``(event_id, occurred_at)``, as hypertables require;
@@ -22,14 +26,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 from inference_server.analytics.store.base import (
+    ALL_EVENTS_VIEW,
     ROLLUPS,
+    TABLE_COLUMNS,
     RetentionPolicy,
     RollupRow,
     StoreError,
     WindowTotals,
+    rows_by_table,
 )
 from inference_server.analytics.store.sqlite import POWER_SQL, RANK_SQL, TOTALS_SQL, _totals
 
@@ -69,28 +75,39 @@ CREATE TABLE analytics_inference_rollup (
 CREATE TABLE analytics_watermarks (name text PRIMARY KEY, value bigint NOT NULL);
 """
 
-STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS analytics_staging (
-    event_id uuid, type text, version integer, occurred_at timestamptz, node_id text,
-    data jsonb) ON COMMIT DELETE ROWS
+MIGRATION_5 = """
+ALTER TABLE analytics_inference ADD COLUMN IF NOT EXISTS version integer NOT NULL DEFAULT 1,
+    ADD COLUMN IF NOT EXISTS peer text;
+ALTER TABLE analytics_power ADD COLUMN IF NOT EXISTS version integer NOT NULL DEFAULT 1,
+    ADD COLUMN IF NOT EXISTS previous_mode text,
+    ADD COLUMN IF NOT EXISTS source text NOT NULL DEFAULT '';
+UPDATE analytics_inference i SET version = e.version, peer = e.data->>'peer'
+FROM analytics_events e
+WHERE e.type = 'inference' AND e.event_id = i.event_id AND e.occurred_at = i.occurred_at;
+UPDATE analytics_power p SET version = e.version, previous_mode = e.data->>'previous_mode',
+    source = coalesce(e.data->>'source', '')
+FROM analytics_events e
+WHERE e.type = 'power' AND e.event_id = p.event_id AND e.occurred_at = p.occurred_at;
+DELETE FROM analytics_events WHERE type IN ('inference', 'power');
+CREATE VIEW analytics_all_events AS
+SELECT event_id, type, version, occurred_at, node_id, data FROM analytics_events
+UNION ALL
+SELECT event_id, 'inference', version, occurred_at, node_id,
+    jsonb_build_object('model', model, 'side', side, 'route', route, 'status', status,
+        'prompt_tokens', prompt_tokens, 'completion_tokens', completion_tokens,
+        'latency_ms', latency_ms, 'generation_ms', generation_ms, 'cache', cache,
+        'stream', stream, 'peer', peer)
+    || CASE WHEN served_for IS NULL THEN '{}'::jsonb
+       ELSE jsonb_build_object('served_for', served_for) END
+FROM analytics_inference
+UNION ALL
+SELECT event_id, 'power', version, occurred_at, node_id,
+    jsonb_build_object('kind', kind, 'mode', mode, 'previous_mode', previous_mode,
+        'watts', watts, 'source', source)
+FROM analytics_power;
 """
-
-INSERTS = (
-    "INSERT INTO analytics_events SELECT * FROM analytics_staging ON CONFLICT DO NOTHING",
-    """INSERT INTO analytics_inference (event_id, occurred_at, node_id, model, side, route,
-        status, prompt_tokens, completion_tokens, latency_ms, generation_ms, cache, stream,
-        served_for)
-    SELECT event_id, occurred_at, node_id, data->>'model', data->>'side', data->>'route',
-        (data->>'status')::integer, (data->>'prompt_tokens')::integer,
-        (data->>'completion_tokens')::integer, (data->>'latency_ms')::double precision,
-        (data->>'generation_ms')::double precision, data->>'cache', (data->>'stream')::boolean,
-        data->>'served_for'
-    FROM analytics_staging WHERE type = 'inference' ON CONFLICT DO NOTHING""",
-    """INSERT INTO analytics_power
-    SELECT event_id, occurred_at, node_id, data->>'kind', data->>'mode',
-        (data->>'watts')::double precision
-    FROM analytics_staging WHERE type = 'power' ON CONFLICT DO NOTHING""",
-)
+"""Each typed event in its own table only (see store/base.py): the columns its JSON had kept,
+filled from it; then its copy in ``analytics_events`` goes, and the view gives every event."""
 
 ROLLUP_SQL = """
 INSERT INTO analytics_inference_rollup
@@ -124,6 +141,25 @@ def _ts(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+async def _insert_new(conn: asyncpg.Connection, tables: dict[str, list[tuple[Any, ...]]]) -> int:
+    """Store the rows whose event id is not stored yet; returns how many that was."""
+    added = 0
+    for table, rows in tables.items():
+        columns = ", ".join(TABLE_COLUMNS[table])
+        staging = table.replace("analytics_", "analytics_staging_", 1)
+        await conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "  # noqa: S608  # nosec B608: names from TABLE_COLUMNS
+            f"SELECT {columns} FROM {table} WITH NO DATA"
+        )
+        await conn.copy_records_to_table(staging, records=rows, columns=TABLE_COLUMNS[table])
+        status = await conn.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging} "  # noqa: S608  # nosec B608: names from TABLE_COLUMNS
+            "ON CONFLICT DO NOTHING"
+        )
+        added += int(status.rsplit(" ", 1)[-1])
+    return added
+
+
 class PostgresStore:
     def __init__(self, dsn: str, *, timescale: bool = True) -> None:
         self._dsn = dsn
@@ -131,6 +167,8 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self.timescale = False
         self.license: str | None = None
+        self.replayed_batches = 0
+        """Batches that overlapped stored events and went the idempotent way."""
 
     @property
     def kind(self) -> str:
@@ -189,6 +227,9 @@ class PostgresStore:
                     "DELETE FROM analytics_watermarks WHERE name = 'inference_rollup'"
                 )
                 await self._record(conn, 4, "served_for: forwarded requests counted once")
+            if 5 not in done:
+                await conn.execute(MIGRATION_5)
+                await self._record(conn, 5, "typed events in their own tables only")
         self.timescale = await self._has_timescale(conn)
         if self.timescale:
             self.license = await conn.fetchval("SHOW timescaledb.license")
@@ -235,28 +276,22 @@ class PostgresStore:
         return [r[0] for r in rows]
 
     async def insert(self, events: list[dict[str, Any]]) -> int:
-        records = [
-            (
-                e["event_id"],
-                e["type"],
-                e["version"],
-                _ts(e["occurred_at"]),
-                e["node_id"],
-                orjson.dumps(e["data"]).decode(),
-            )
-            for e in events
-        ]
+        tables = {t: rows for t, rows in rows_by_table(events, _ts).items() if rows}
         try:
             async with self._p().acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ROLLUP_LOCK)
-                await conn.execute(STAGING)
-                await conn.copy_records_to_table("analytics_staging", records=records)
-                status = await conn.execute(INSERTS[0])
-                for statement in INSERTS[1:]:
-                    await conn.execute(statement)
+                try:
+                    async with conn.transaction():  # a savepoint
+                        for table, rows in tables.items():
+                            await conn.copy_records_to_table(
+                                table, records=rows, columns=TABLE_COLUMNS[table]
+                            )
+                    return sum(len(rows) for rows in tables.values())
+                except asyncpg.UniqueViolationError:
+                    self.replayed_batches += 1
+                    return await _insert_new(conn, tables)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
             raise StoreError(f"PostgreSQL: {err}") from err
-        return int(status.rsplit(" ", 1)[-1])
 
     async def rollup(self) -> dict[str, Any]:
         async with self._p().acquire() as conn, conn.transaction():
@@ -341,7 +376,7 @@ class PostgresStore:
         )
         return [RollupRow(r[0], r[1].timestamp(), *r[2:]) for r in rows]
 
-    async def count(self, table: str = "analytics_events") -> int:
-        if table not in {*RAW_TABLES, "analytics_inference_rollup"}:
+    async def count(self, table: str = ALL_EVENTS_VIEW) -> int:
+        if table not in {*RAW_TABLES, ALL_EVENTS_VIEW, "analytics_inference_rollup"}:
             raise ValueError(table)
         return int(await self._p().fetchval(f"SELECT count(*) FROM {table}"))  # noqa: S608  # nosec B608: checked above

@@ -16,19 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from inference_server.analytics.store.base import (
-    EVENT_COLUMNS,
-    INFERENCE_COLUMNS,
-    POWER_COLUMNS,
+    ALL_EVENTS_VIEW,
     ROLLUPS,
+    TABLE_COLUMNS,
     RetentionPolicy,
     RollupRow,
     StoreError,
     WindowTotals,
-    inference_row,
-    power_row,
+    rows_by_table,
 )
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -69,11 +65,45 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         DELETE FROM analytics_watermarks WHERE name = 'inference_rollup';
         """,
     ),
+    (
+        3,
+        # Typed events in their own tables only (store/base.py; PostgreSQL's migration 5).
+        """
+        ALTER TABLE analytics_inference ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE analytics_inference ADD COLUMN peer TEXT;
+        ALTER TABLE analytics_power ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE analytics_power ADD COLUMN previous_mode TEXT;
+        ALTER TABLE analytics_power ADD COLUMN source TEXT NOT NULL DEFAULT '';
+        UPDATE analytics_inference SET version = e.version, peer = json_extract(e.data, '$.peer')
+        FROM analytics_events e
+        WHERE e.type = 'inference' AND e.event_id = analytics_inference.event_id;
+        UPDATE analytics_power SET version = e.version,
+            previous_mode = json_extract(e.data, '$.previous_mode'),
+            source = coalesce(json_extract(e.data, '$.source'), '')
+        FROM analytics_events e
+        WHERE e.type = 'power' AND e.event_id = analytics_power.event_id;
+        DELETE FROM analytics_events WHERE type IN ('inference', 'power');
+        CREATE VIEW analytics_all_events AS
+        SELECT event_id, type, version, occurred_at, node_id, data FROM analytics_events
+        UNION ALL
+        SELECT event_id, 'inference', version, occurred_at, node_id,
+            json_patch(json_object('model', model, 'side', side, 'route', route,
+                'status', status, 'prompt_tokens', prompt_tokens,
+                'completion_tokens', completion_tokens, 'latency_ms', latency_ms,
+                'generation_ms', generation_ms, 'cache', cache,
+                'stream', json(CASE WHEN stream THEN 'true' ELSE 'false' END), 'peer', peer),
+                json_object('served_for', served_for))
+        FROM analytics_inference
+        UNION ALL
+        SELECT event_id, 'power', version, occurred_at, node_id,
+            json_object('kind', kind, 'mode', mode, 'previous_mode', previous_mode,
+                'watts', watts, 'source', source)
+        FROM analytics_power;
+        """,
+    ),
 )
 
-_TABLES = frozenset(
-    {"analytics_events", "analytics_inference", "analytics_power", "analytics_inference_rollup"}
-)
+_TABLES = frozenset({*TABLE_COLUMNS, ALL_EVENTS_VIEW, "analytics_inference_rollup"})
 
 
 class SqliteStore:
@@ -81,7 +111,7 @@ class SqliteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analytics-sqlite")
+        self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
 
     async def _run[T](self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -94,9 +124,13 @@ class SqliteStore:
                 self._db.rollback()
                 raise StoreError(f"SQLite: {err}") from err
 
+        if self._executor is None:
+            raise StoreError("the SQLite store is closed")
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def open(self) -> None:
+        """Connect (again, after :meth:`close`: the store is reopened like PostgreSQL's)."""
+
         def connect() -> None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -105,6 +139,8 @@ class SqliteStore:
             db.execute("PRAGMA busy_timeout=5000")
             self._db = db
 
+        await self.close()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analytics-sqlite")
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
         await self._run(_migrate)
 
@@ -114,8 +150,11 @@ class SqliteStore:
                 self._db.close()
                 self._db = None
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, close)
-        self._executor.shutdown(wait=False)
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(executor, close)
+        executor.shutdown(wait=False)
 
     async def migrations(self) -> list[int]:
         return await self._run(
@@ -123,27 +162,14 @@ class SqliteStore:
         )
 
     async def insert(self, events: list[dict[str, Any]]) -> int:
-        rows = [
-            (
-                e["event_id"],
-                e["type"],
-                e["version"],
-                e["occurred_at"],
-                e["node_id"],
-                orjson.dumps(e["data"]).decode(),
-            )
-            for e in events
-        ]
-        inference = [inference_row(e) for e in events if e["type"] == "inference"]
-        power = [power_row(e) for e in events if e["type"] == "power"]
+        tables = rows_by_table(events, float)
 
         def insert(db: sqlite3.Connection) -> int:
             db.execute("BEGIN IMMEDIATE")
             before = db.total_changes
-            db.executemany(_insert_sql("analytics_events", EVENT_COLUMNS), rows)
+            for table, rows in tables.items():
+                db.executemany(_insert_sql(table, TABLE_COLUMNS[table]), rows)
             added = db.total_changes - before
-            db.executemany(_insert_sql("analytics_inference", INFERENCE_COLUMNS), inference)
-            db.executemany(_insert_sql("analytics_power", POWER_COLUMNS), power)
             db.execute("COMMIT")
             return added
 
@@ -207,7 +233,7 @@ class SqliteStore:
 
         return await self._run(query)
 
-    async def count(self, table: str = "analytics_events") -> int:
+    async def count(self, table: str = ALL_EVENTS_VIEW) -> int:
         if table not in _TABLES:
             raise ValueError(table)
         return await self._run(

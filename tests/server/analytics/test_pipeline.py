@@ -54,7 +54,7 @@ async def ids_in_db(dsn: str, prefix_ids: set[str]) -> list[str]:
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
-            "SELECT event_id::text FROM analytics_events WHERE event_id = ANY($1::uuid[])",
+            "SELECT event_id::text FROM analytics_all_events WHERE event_id = ANY($1::uuid[])",
             list(prefix_ids),
         )
     except asyncpg.UndefinedTableError:  # not migrated yet

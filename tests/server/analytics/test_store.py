@@ -9,10 +9,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from inference_server.analytics.events import InferenceEvent, PowerEvent, envelope
+from inference_server.analytics.events import (
+    InferenceEvent,
+    LinkEvent,
+    PowerEvent,
+    RoutingEvent,
+    envelope,
+)
+from inference_server.analytics.schema import validate_event
 from inference_server.analytics.store import RetentionPolicy, Store
+from inference_server.analytics.store.base import TABLE_COLUMNS, rows_by_table
 from inference_server.analytics.store.postgres import PostgresStore
 from inference_server.analytics.store.sqlite import SqliteStore
 from inference_server.analytics.summary import energy_wh, summarize
@@ -78,11 +87,180 @@ async def test_insert_is_idempotent_by_event_id(store: Store) -> None:
     assert await store.insert(FIXTURE) == len(FIXTURE)
     # A replay (spool resend, Kafka redelivery) and duplicates inside one batch add nothing.
     assert await store.insert(FIXTURE + FIXTURE[:2]) == 0
-    assert await store.count("analytics_events") == len(FIXTURE)
+    assert await store.count() == len(FIXTURE)
     assert await store.count("analytics_inference") == 5
     assert await store.count("analytics_power") == 3
+    assert await store.count("analytics_events") == 0  # typed events live in their own tables
     assert await store.migrations() == sorted(await store.migrations())
     assert 1 in await store.migrations()
+
+
+async def test_a_batch_that_overlaps_what_is_stored_adds_only_the_new_events(
+    store: Store,
+) -> None:
+    """PostgreSQL's fast COPY fails on the first stored id; the batch then goes the
+    idempotent way, in the same transaction, and stores exactly the rest."""
+    assert await store.insert(FIXTURE[:3]) == 3
+    assert await store.insert(FIXTURE) == len(FIXTURE) - 3
+    assert await store.count() == len(FIXTURE)
+    assert (await summarize(store, "1h", now=NOW))["requests"] == 5
+    # The next batch takes the fast way again, and a replay is a no-op.
+    assert await store.insert([inference(T0 + 5, latency_ms=70)]) == 1
+    assert await store.insert(FIXTURE) == 0
+    assert await store.count("analytics_inference") == 6
+    if isinstance(store, PostgresStore):
+        assert store.replayed_batches == 2
+
+
+async def _all_events(store: Store) -> list[tuple[str, str, int, str, dict[str, Any]]]:
+    sql = "SELECT event_id, type, version, node_id, data FROM analytics_all_events"
+    if isinstance(store, PostgresStore):
+        rows = [tuple(r) for r in await store._p().fetch(sql)]
+    else:
+        assert isinstance(store, SqliteStore)
+        rows = await store._run(lambda db: db.execute(sql).fetchall())
+    return [(str(i), t, v, n, orjson.loads(d)) for i, t, v, n, d in rows]
+
+
+def _as_stored(event: dict[str, Any]) -> tuple[str, str, int, str, dict[str, Any]]:
+    """What the view gives back: the envelope, ``served_for`` only where it is set."""
+    data = dict(event["data"])
+    if data.get("served_for", "") is None:
+        del data["served_for"]
+    return (event["event_id"], event["type"], event["version"], event["node_id"], data)
+
+
+def _every_kind() -> list[dict[str, Any]]:
+    v1 = inference(T0 + 2, latency_ms=80, peer=None)
+    v1["version"] = 1
+    del v1["data"]["served_for"]
+    return [
+        inference(T0 + 1, side="cloud", peer="cloud-1", stream=True, cache="semantic"),
+        v1,
+        *forwarded_pair(T0 + 3),
+        power(T0, 10.5),
+        envelope(
+            PowerEvent(kind="mode_change", mode="power_save", previous_mode="balanced"),
+            node_id="n1",
+            occurred_at=T0 + 4,
+        ),
+        envelope(
+            RoutingEvent(mode="balanced", decision="edge", reason="healthy", model="gemma"),
+            node_id="n1",
+            occurred_at=T0 + 5,
+        ),
+        envelope(LinkEvent(interface="wg0", status="up"), node_id="n1", occurred_at=T0 + 6),
+    ]
+
+
+async def test_every_event_reads_back_whole_from_the_view(store: Store) -> None:
+    """A typed event is kept only as its table's row: every field of its ``data`` comes back."""
+    events = _every_kind()
+    for event in events:
+        validate_event(event)
+    assert await store.insert(events) == len(events)
+    assert await store.count("analytics_events") == 2  # routing and link
+    assert sorted(await _all_events(store)) == sorted(_as_stored(e) for e in events)
+
+
+async def test_integers_written_as_floats_by_another_producer_are_stored(store: Store) -> None:
+    """JSON Schema's integer admits 200.0, which another producer may send. The release before
+    cast it from jsonb text in PostgreSQL and failed (a batch that can never be written stalls
+    the sink's offsets for good); both drivers store it as 200."""
+    event = inference(T0 + 1, latency_ms=10, prompt_tokens=3)
+    event["data"].update(status=200.0, prompt_tokens=3.0, completion_tokens=0.0, latency_ms=10)
+    validate_event(event)
+    assert await store.insert([event]) == 1
+    assert (await summarize(store, "1h", now=NOW))["prompt_tokens"] == 3
+
+
+async def _execute(store: Store, *statements: str) -> None:
+    if isinstance(store, PostgresStore):
+        for statement in statements:
+            await store._p().execute(statement)
+    else:
+        assert isinstance(store, SqliteStore)
+
+        def run(db: Any) -> None:
+            for statement in statements:
+                db.execute(statement)
+
+        await store._run(run)
+
+
+async def test_typed_events_stored_in_the_previous_layout_move_to_their_tables(
+    store: Store,
+) -> None:
+    """Until this release an inference or power event was also kept as JSON in
+    ``analytics_events``, its table lacking the fields no query read (``peer``, ``version``,
+    ``previous_mode``, ``source``). The migration fills those in from the JSON, then drops the
+    copies: every event once, whole."""
+    last = max(await store.migrations())
+    await _execute(
+        store,
+        "DROP VIEW analytics_all_events",
+        "ALTER TABLE analytics_inference DROP COLUMN version",
+        "ALTER TABLE analytics_inference DROP COLUMN peer",
+        "ALTER TABLE analytics_power DROP COLUMN version",
+        "ALTER TABLE analytics_power DROP COLUMN previous_mode",
+        "ALTER TABLE analytics_power DROP COLUMN source",
+        f"DELETE FROM analytics_migrations WHERE version = {last}",
+    )
+    events = _every_kind()
+    # The previous release's rows: every event as JSON, the typed ones also in their tables.
+    json_rows = [
+        (e["event_id"], e["type"], e["version"], e["occurred_at"], e["node_id"]) for e in events
+    ]
+    typed = rows_by_table(events, float)
+    new = {"version", "peer", "previous_mode", "source"}
+    if isinstance(store, PostgresStore):
+        pool = store._p()
+        await pool.executemany(
+            "INSERT INTO analytics_events VALUES ($1, $2, $3, to_timestamp($4), $5, $6)",
+            [
+                (*r, orjson.dumps(e["data"]).decode())
+                for r, e in zip(json_rows, events, strict=True)
+            ],
+        )
+        for table in ("analytics_inference", "analytics_power"):
+            keep = [i for i, c in enumerate(TABLE_COLUMNS[table]) if c not in new]
+            await pool.executemany(
+                f"INSERT INTO {table} ({', '.join(TABLE_COLUMNS[table][i] for i in keep)}) "
+                f"VALUES ({', '.join(f'${n + 1}' for n in range(len(keep)))})",
+                [tuple(to_dt(r[i]) if i == 1 else r[i] for i in keep) for r in typed[table]],
+            )
+    else:
+        assert isinstance(store, SqliteStore)
+
+        def fill(db: Any) -> None:
+            db.executemany(
+                "INSERT INTO analytics_events VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (*r, orjson.dumps(e["data"]).decode())
+                    for r, e in zip(json_rows, events, strict=True)
+                ],
+            )
+            for table in ("analytics_inference", "analytics_power"):
+                keep = [i for i, c in enumerate(TABLE_COLUMNS[table]) if c not in new]
+                db.executemany(
+                    f"INSERT INTO {table} ({', '.join(TABLE_COLUMNS[table][i] for i in keep)}) "
+                    f"VALUES ({', '.join('?' for _ in keep)})",
+                    [tuple(r[i] for i in keep) for r in typed[table]],
+                )
+
+        await store._run(fill)
+    await store.close()
+    await store.open()
+    assert max(await store.migrations()) == last
+    assert await store.count("analytics_events") == 2
+    assert await store.count() == len(events)
+    assert sorted(await _all_events(store)) == sorted(_as_stored(e) for e in events)
+
+
+def to_dt(epoch: float) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC)
 
 
 async def test_summary_matches_the_hand_computed_fixture(store: Store) -> None:
@@ -139,7 +317,7 @@ async def test_retention_deletes_only_what_is_older_than_the_policy(store: Store
     detail = await store.retention(RetentionPolicy(raw_days=7), NOW)
     assert "deleted" in detail
     assert await store.count("analytics_inference") == 5
-    assert await store.count("analytics_events") == len(FIXTURE)
+    assert await store.count() == len(FIXTURE)
 
 
 async def test_postgres_path_reports_timescale(pg_dsn: str) -> None:
@@ -269,7 +447,7 @@ async def test_a_database_of_the_previous_release_is_upgraded_in_place(tmp_path:
     store = SqliteStore(path)
     await store.open()
     try:
-        assert await store.migrations() == [1, 2]
+        assert await store.migrations() == [1, 2, 3]
         await store.insert(forwarded_pair(T0 + 2))
         assert (await summarize(store, "1h", now=NOW))["requests"] == 2
         assert (await store.rollup())["new_rows"] == 3

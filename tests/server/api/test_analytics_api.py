@@ -186,7 +186,7 @@ def test_kafka_and_postgres_node(
         conn = await asyncpg.connect(pg_dsn)
         try:
             return await conn.fetchrow(
-                "SELECT data FROM analytics_events WHERE type = 'inference' "
+                "SELECT data FROM analytics_all_events WHERE type = 'inference' "
                 "ORDER BY occurred_at DESC LIMIT 1"
             )
         finally:
@@ -269,7 +269,8 @@ def test_server_restart_with_a_full_spool_replays_into_postgres(
         try:
             return int(
                 await conn.fetchval(
-                    "SELECT count(*) FROM analytics_events WHERE event_id = ANY($1::uuid[])", ids
+                    "SELECT count(*) FROM analytics_all_events WHERE event_id = ANY($1::uuid[])",
+                    ids,
                 )
             )
         finally:

@@ -98,7 +98,7 @@ def _events(proc: ServerProcess, type_: str) -> list[dict[str, Any]]:
         try:
             rows = db.execute(
                 "SELECT event_id, type, version, occurred_at, node_id, data "
-                "FROM analytics_events WHERE type = ? ORDER BY occurred_at",
+                "FROM analytics_all_events WHERE type = ? ORDER BY occurred_at",
                 (type_,),
             ).fetchall()
         except sqlite3.OperationalError:  # the store is still creating its tables
@@ -378,7 +378,7 @@ def test_subsystem_events_through_kafka_into_postgres(
     topic_prefix: str,  # noqa: F811
 ) -> None:
     """The same emitters on a node pointed at the real broker and PostgreSQL: each topic's
-    event goes spool → Kafka (its own topic) → sink → ``analytics_events``, exactly once."""
+    event goes spool → Kafka (its own topic) → sink → the store (``analytics_all_events``), exactly once."""
     node = make_server(
         {
             "analytics": {
@@ -403,7 +403,9 @@ def test_subsystem_events_through_kafka_into_postgres(
         async def rows() -> list[Any]:
             conn = await asyncpg.connect(pg_dsn)
             try:
-                return list(await conn.fetch("SELECT event_id, type, data FROM analytics_events"))
+                return list(
+                    await conn.fetch("SELECT event_id, type, data FROM analytics_all_events")
+                )
             finally:
                 await conn.close()
 

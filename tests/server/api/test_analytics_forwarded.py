@@ -91,7 +91,7 @@ def _rows(dsn: str) -> list[dict[str, Any]]:
         try:
             rows = await conn.fetch(
                 "SELECT e.node_id, e.version, e.data::text AS data, i.served_for "
-                "FROM analytics_events e JOIN analytics_inference i USING (event_id) "
+                "FROM analytics_all_events e JOIN analytics_inference i USING (event_id) "
                 "WHERE e.type = 'inference' ORDER BY e.occurred_at"
             )
         except asyncpg.UndefinedTableError:
