@@ -11,9 +11,15 @@ into PostgreSQL, on the same broker in the same run.
       fsync per batch) and the aiokafka producer, timed from the first emit until Kafka
       acknowledged the last event; the emit-only rate is reported too;
   (c) the sink alone: a consumer group reading (b)'s N events into a fresh PostgreSQL database
-      (COPY straight into each event type's table), timed until all N rows are there;
-  (d) end to end in one process: emit → spool → Kafka → sink → PostgreSQL;
-  (e) the embedded default: emit → spool → SQLite.
+      (COPY straight into each event type's table), timed from the moment its consumer holds
+      every partition until all N rows are there;
+  (d) end to end in one process: emit → spool → Kafka → sink → PostgreSQL, timed from the
+      first emit (the topics made and the sink joined, as on a running node) until the N-th
+      row is stored;
+  (e) the embedded default: emit → spool → SQLite;
+  (f) end to end as two nodes on this machine (two processes, as the add-on runs on an edge
+      node with ``sink: false`` and a node with the database): one emits, the other's sink
+      writes; timed as (d).
 
 Every path checks that exactly N distinct events arrived (zero lost, zero duplicated). Each
 path also reports the CPU per event of this process (for (a): the JVM), of PostgreSQL and of
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import multiprocessing
 import os
 import platform
 import re
@@ -45,7 +52,7 @@ from typing import Any
 
 import aiokafka
 import asyncpg
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -142,13 +149,19 @@ class CpuMeter:
     """CPU per event of this process (or its children: ProducerPerformance's JVM), PostgreSQL
     and the broker over one path: what the machine's cores spent, not only ours."""
 
-    def __init__(self, n: int, *, children: bool = False) -> None:
+    def __init__(self, n: int, *, children: bool = False, both: bool = False) -> None:
         self._n = n
-        self._who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+        self._who = (
+            (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+            if both
+            else (resource.RUSAGE_CHILDREN,)
+            if children
+            else (resource.RUSAGE_SELF,)
+        )
 
     def _own(self) -> float:
-        usage = resource.getrusage(self._who)
-        return usage.ru_utime + usage.ru_stime
+        usages = [resource.getrusage(who) for who in self._who]
+        return sum(u.ru_utime + u.ru_stime for u in usages)
 
     def __enter__(self) -> dict[str, float]:
         self._start = (self._own(), *services_cpu())
@@ -220,18 +233,42 @@ async def count_rows(dsn: str) -> int:
         await conn.close()
 
 
+async def create_topics(bootstrap: str, prefix: str) -> list[str]:
+    """The sink's topics, made before a run as a running node has them (the broker's defaults:
+    one partition each); a topic that appears later reaches the sink only at its next metadata
+    refresh (up to 5 s), a one-off that is not throughput."""
+    topics = sink_topics(prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        missing = set(topics) - set(await admin.list_topics())
+        if missing:
+            await admin.create_topics([NewTopic(t, 1, 1) for t in sorted(missing)])
+    finally:
+        await admin.close()
+    return topics
+
+
+async def joined(sink: KafkaSink, topics: list[str]) -> None:
+    """Until the sink's consumer has joined its group and holds every partition (one per topic,
+    :func:`create_topics`): joining is not throughput either."""
+    await wait(lambda: _true(sink.partitions >= len(topics)), limit=60)
+
+
 async def sink_only(bootstrap: str, prefix: str, n: int, dsn: str) -> dict[str, Any]:
     store = PostgresStore(dsn)
     await store.open()
+    topics = await create_topics(bootstrap, prefix)
     sink = KafkaSink(
         bootstrap,
-        topics=sink_topics(prefix),
+        topics=topics,
         group_id=f"bench-{uuid.uuid4().hex[:8]}",
         store=store,
     )
-    start = time.perf_counter()
     task = asyncio.create_task(sink.run())
     try:
+        await joined(sink, topics)
+        start = time.perf_counter()
         await wait(lambda: _true(sink.stored >= n))
         seconds = time.perf_counter() - start
     finally:
@@ -246,6 +283,7 @@ async def sink_only(bootstrap: str, prefix: str, n: int, dsn: str) -> dict[str, 
 async def end_to_end(
     bootstrap: str, prefix: str, n: int, dsn: str, tmp: Path, compression: str
 ) -> dict[str, Any]:
+    topics = await create_topics(bootstrap, prefix)
     analytics = Analytics(
         settings(
             tmp,
@@ -260,17 +298,88 @@ async def end_to_end(
     await analytics.start()
     await analytics.delivery.probe()
     try:
+        sink = analytics.sink
+        assert sink is not None
+        await joined(sink, topics)
         start = time.perf_counter()
         for i in range(n):
             emit_request(analytics, i)
             if i % 2000 == 1999:
                 await asyncio.sleep(0)
-        sink = analytics.sink
-        assert sink is not None
         await wait(lambda: _true(sink.stored >= n))
         seconds = time.perf_counter() - start
     finally:
         await analytics.stop()
+    return {"rate": n / seconds, "seconds": seconds, "rows": await count_rows(dsn)}
+
+
+def _sink_node(
+    bootstrap: str, prefix: str, n: int, dsn: str, tmp: Path, ready: Any, done: Any
+) -> None:
+    """(f)'s second node, in its own process: a server's analytics with the sink and
+    PostgreSQL, emitting nothing. Puts the time its sink stored the N-th row on ``done``
+    (``perf_counter`` is the system's monotonic clock, the same in both processes)."""
+
+    async def run() -> None:
+        analytics = Analytics(
+            settings(tmp, kafka_bootstrap=bootstrap, topic_prefix=prefix, postgres_dsn=dsn),
+            node_id="bench-sink-node",
+            data_dir=tmp,
+        )
+        await analytics.start()
+        try:
+            sink = analytics.sink
+            assert sink is not None
+            await joined(sink, sink_topics(prefix))
+            ready.set()
+            await wait(lambda: _true(sink.stored >= n))
+            done.put(time.perf_counter())
+        finally:
+            await analytics.stop()
+
+    asyncio.run(run())
+
+
+async def two_nodes(
+    bootstrap: str, prefix: str, n: int, dsn: str, tmp: Path, compression: str
+) -> dict[str, Any]:
+    """(f): the same pipeline as two nodes on this machine, as the add-on is deployed with
+    several nodes: one emits with ``sink: false``, the other runs the sink into PostgreSQL."""
+    await create_topics(bootstrap, prefix)
+    context = multiprocessing.get_context("spawn")
+    ready, done = context.Event(), context.Queue()
+    node = context.Process(
+        target=_sink_node, args=(bootstrap, prefix, n, dsn, tmp, ready, done), daemon=True
+    )
+    node.start()
+    analytics = Analytics(
+        settings(
+            tmp,
+            kafka_bootstrap=bootstrap,
+            topic_prefix=prefix,
+            sink=False,
+            compression=compression,
+        ),
+        node_id="bench-node",
+        data_dir=tmp,
+    )
+    await analytics.start()
+    await analytics.delivery.probe()
+    try:
+        if not await asyncio.to_thread(ready.wait, 120):
+            raise TimeoutError("the sink node did not join its group")
+        start = time.perf_counter()
+        for i in range(n):
+            emit_request(analytics, i)
+            if i % 2000 == 1999:
+                await asyncio.sleep(0)
+        finished = await asyncio.to_thread(done.get, True, 600)
+    finally:
+        await analytics.stop()
+        await asyncio.to_thread(node.join, 60)
+        if node.is_alive():
+            node.kill()
+    seconds = finished - start
     return {"rate": n / seconds, "seconds": seconds, "rows": await count_rows(dsn)}
 
 
@@ -386,13 +495,22 @@ def main() -> None:
             print(f"(d) end to end: {e2e['rate']:.0f} events/s, {e2e['rows']} rows", flush=True)
         finally:
             asyncio.run(drop_db(pg, name))
+        dsn, name = asyncio.run(fresh_db(pg))
+        try:
+            with CpuMeter(n, both=True) as cpu_f:
+                split = asyncio.run(two_nodes(bootstrap, prefix + "two", n, dsn, tmp, codec))
+            split.update(cpu_f)
+            print(f"(f) two nodes: {split['rate']:.0f} events/s, {split['rows']} rows", flush=True)
+        finally:
+            asyncio.run(drop_db(pg, name))
         with CpuMeter(n) as cpu_e:
             local = asyncio.run(embedded(n, tmp))
         local.update(cpu_e)
         print(
             f"(e) embedded SQLite: {local['rate']:.0f} events/s, {local['rows']} rows", flush=True
         )
-    for label, result in (("a", kafka), ("b", ours), ("c", sink), ("d", e2e), ("e", local)):
+    paths = (("a", kafka), ("b", ours), ("c", sink), ("d", e2e), ("e", local), ("f", split))
+    for label, result in paths:
         print(
             f"({label}) CPU µs/event: producer/sink process {result['cpu_us']:.1f}, PostgreSQL "
             f"{result['pg_us']:.1f}, Kafka broker {result['kafka_us']:.1f}"
@@ -405,10 +523,13 @@ def main() -> None:
         "c": n - sink["rows"],
         "d": n - e2e["rows"],
         "e": n - local["rows"],
+        "f": n - split["rows"],
     }
     print(f"lost (expected events - distinct rows): {lost}")
     if args.out:
-        write_results(args.out, n, size, codec, load, kafka, ours, sink, e2e, local, ratio, lost)
+        write_results(
+            args.out, n, size, codec, load, kafka, ours, sink, e2e, local, split, ratio, lost
+        )
 
 
 def write_results(
@@ -422,6 +543,7 @@ def write_results(
     sink: dict[str, Any],
     e2e: dict[str, Any],
     local: dict[str, Any],
+    split: dict[str, Any],
     ratio: float,
     lost: dict[str, int],
 ) -> None:
@@ -458,6 +580,13 @@ def write_results(
             local["seconds"],
             local["rows"],
             lost["e"],
+        ),
+        (
+            "(f) end to end, two nodes (processes): emit → Kafka → the other's sink → PostgreSQL",
+            split,
+            split["seconds"],
+            split["rows"],
+            lost["f"],
         ),
     ]
     lines = [

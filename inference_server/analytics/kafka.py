@@ -259,7 +259,12 @@ def parse(values: list[bytes], *, validate: bool) -> tuple[list[dict[str, Any]],
 
 
 class KafkaSink:
-    """Consumer group → store, committing offsets only after the rows are durable."""
+    """Consumer group → store, committing offsets only after the rows are durable.
+
+    Three writes in flight by default: with each batch one COPY per table, a write is short, and
+    a third keeps PostgreSQL busy while the loop checks the next batch (bench/analytics.py (d),
+    two pairs of runs in turns: 46.1k / 47.2k events/s with two, 48.6k / 50.3k with three).
+    """
 
     def __init__(
         self,
@@ -269,7 +274,7 @@ class KafkaSink:
         group_id: str,
         store: Store,
         max_records: int = 20_000,
-        in_flight: int = 2,
+        in_flight: int = 3,
     ) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
@@ -283,6 +288,13 @@ class KafkaSink:
         self.stored = 0
         self.rejected = 0
         self.last_rejection: str | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    @property
+    def partitions(self) -> int:
+        """Partitions assigned to this member of the group now (0 while joining or down)."""
+        consumer = self._consumer
+        return len(consumer.assignment()) if consumer is not None and self.connected else 0
 
     async def run(self) -> None:
         backoff = 0.5
@@ -296,6 +308,7 @@ class KafkaSink:
                 auto_offset_reset="earliest",
                 metadata_max_age_ms=5000,
             )
+            self._consumer = consumer
             try:
                 await consumer.start()
                 self.connected = True

@@ -57,7 +57,7 @@ def test_analytics_bench_runs(tmp_path: Path) -> None:
     text = _run("bench.analytics", tmp_path / "RESULTS.md", "--events", "3000")
     assert "## Analytics pipeline (bench/analytics.py)" in text
     for row in ("| (a) Kafka ProducerPerformance", "| (b) ours:", "| (c) sink alone:",
-                "| (d) end to end", "| (e) embedded default"):  # fmt: skip
+                "| (d) end to end", "| (e) embedded default", "| (f) end to end, two nodes"):  # fmt: skip
         line = next(ln for ln in text.splitlines() if ln.startswith(row))
         if row not in ("| (a) Kafka ProducerPerformance", "| (b) ours:"):
             assert line.split(" | ")[3:5] == ["3000", "0"], line  # every event, none lost
