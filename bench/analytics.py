@@ -197,24 +197,31 @@ def settings(tmp: Path, **kw: Any) -> AnalyticsSettings:
     )
 
 
+async def started_node(tmp: Path, **kw: Any) -> Analytics:
+    """A node's analytics (:func:`settings` with ``kw``), started, its delivery connected first:
+    connection setup is not throughput."""
+    analytics = Analytics(settings(tmp, **kw), node_id="bench-node", data_dir=tmp)
+    await analytics.start()
+    await analytics.delivery.probe()
+    return analytics
+
+
+async def emit_requests(analytics: Analytics, n: int) -> None:
+    for i in range(n):
+        emit_request(analytics, i)
+        if i % 2000 == 1999:
+            await asyncio.sleep(0)  # let the writer and the producer run, as a server would
+
+
 async def ours_produce(
     bootstrap: str, prefix: str, n: int, tmp: Path, compression: str
 ) -> dict[str, Any]:
-    analytics = Analytics(
-        settings(
-            tmp, kafka_bootstrap=bootstrap, topic_prefix=prefix, sink=False, compression=compression
-        ),
-        node_id="bench-node",
-        data_dir=tmp,
+    analytics = await started_node(
+        tmp, kafka_bootstrap=bootstrap, topic_prefix=prefix, sink=False, compression=compression
     )
-    await analytics.start()
-    await analytics.delivery.probe()  # connect first: connection setup is not throughput
     try:
         start = time.perf_counter()
-        for i in range(n):
-            emit_request(analytics, i)
-            if i % 2000 == 1999:
-                await asyncio.sleep(0)  # let the writer and the producer run, as a server would
+        await emit_requests(analytics, n)
         emitted = time.perf_counter()
         await wait(lambda: _true(analytics.delivered >= n))
         done = time.perf_counter()
@@ -284,28 +291,19 @@ async def end_to_end(
     bootstrap: str, prefix: str, n: int, dsn: str, tmp: Path, compression: str
 ) -> dict[str, Any]:
     topics = await create_topics(bootstrap, prefix)
-    analytics = Analytics(
-        settings(
-            tmp,
-            kafka_bootstrap=bootstrap,
-            topic_prefix=prefix,
-            postgres_dsn=dsn,
-            compression=compression,
-        ),
-        node_id="bench-node",
-        data_dir=tmp,
+    analytics = await started_node(
+        tmp,
+        kafka_bootstrap=bootstrap,
+        topic_prefix=prefix,
+        postgres_dsn=dsn,
+        compression=compression,
     )
-    await analytics.start()
-    await analytics.delivery.probe()
     try:
         sink = analytics.sink
         assert sink is not None
         await joined(sink, topics)
         start = time.perf_counter()
-        for i in range(n):
-            emit_request(analytics, i)
-            if i % 2000 == 1999:
-                await asyncio.sleep(0)
+        await emit_requests(analytics, n)
         await wait(lambda: _true(sink.stored >= n))
         seconds = time.perf_counter() - start
     finally:
@@ -352,27 +350,14 @@ async def two_nodes(
         target=_sink_node, args=(bootstrap, prefix, n, dsn, tmp, ready, done), daemon=True
     )
     node.start()
-    analytics = Analytics(
-        settings(
-            tmp,
-            kafka_bootstrap=bootstrap,
-            topic_prefix=prefix,
-            sink=False,
-            compression=compression,
-        ),
-        node_id="bench-node",
-        data_dir=tmp,
+    analytics = await started_node(
+        tmp, kafka_bootstrap=bootstrap, topic_prefix=prefix, sink=False, compression=compression
     )
-    await analytics.start()
-    await analytics.delivery.probe()
     try:
         if not await asyncio.to_thread(ready.wait, 120):
             raise TimeoutError("the sink node did not join its group")
         start = time.perf_counter()
-        for i in range(n):
-            emit_request(analytics, i)
-            if i % 2000 == 1999:
-                await asyncio.sleep(0)
+        await emit_requests(analytics, n)
         finished = await asyncio.to_thread(done.get, True, 600)
     finally:
         await analytics.stop()
@@ -384,16 +369,10 @@ async def two_nodes(
 
 
 async def embedded(n: int, tmp: Path) -> dict[str, Any]:
-    analytics = Analytics(
-        settings(tmp, sqlite_path=tmp / "bench.sqlite3"), node_id="b", data_dir=tmp
-    )
-    await analytics.start()
+    analytics = await started_node(tmp, sqlite_path=tmp / "bench.sqlite3")
     try:
         start = time.perf_counter()
-        for i in range(n):
-            emit_request(analytics, i)
-            if i % 2000 == 1999:
-                await asyncio.sleep(0)
+        await emit_requests(analytics, n)
         await wait(lambda: _true(analytics.delivered >= n))
         seconds = time.perf_counter() - start
         rows = await analytics.store.count()

@@ -15,9 +15,10 @@ All raw tables are idempotent on ``event_id`` (a replay never double-counts), an
 ``analytics_all_events`` gives every event in the envelope's shape (``data`` rebuilt from the
 typed columns: an inference event's ``peer`` reads as ``null`` when it had none, its
 ``served_for`` is there when it is set). Why not also keep the typed events'
-JSON in ``analytics_events``, as the first schema did: that row cost PostgreSQL more CPU than
-the typed row itself (8.5 against 4.8 µs per inference event, bench/pg_write.py), and at tens
-of thousands of events a second it was the largest single cost of the pipeline.
+JSON in ``analytics_events``, as the first schema did: that row, parsed into jsonb, cost
+PostgreSQL more CPU than the typed row itself, and at tens of thousands of events a second the
+write was the largest single cost of the pipeline (bench/pg_write.py: 21-30 µs per inference
+event then, 5-7 now).
 
 Counting a forwarded request once: a node that forwards a request to a Prime Spark peer records
 the client's request (side ``cloud``); the peer records the work it did, marked ``served_for``
@@ -132,8 +133,6 @@ TABLE_COLUMNS = {
     "analytics_power": POWER_COLUMNS,
 }
 """The raw tables, each with the columns a write fills (in the row builders' order)."""
-TYPED = {"inference": "analytics_inference", "power": "analytics_power"}
-"""Event types kept in their own table, not in ``analytics_events``."""
 
 
 _INFERENCE_DATA = operator.itemgetter(*INFERENCE_COLUMNS[4:14])
