@@ -166,6 +166,22 @@ def test_older_inference_versions_are_still_accepted() -> None:
     assert "prime_spark.inference.v2" in sink_topics("prime_spark")
 
 
+def test_a_type_or_version_of_the_wrong_kind_is_refused() -> None:
+    """``True == 1`` and ``2.0 == 2`` in Python, and JSON Schema's ``const`` takes ``2.0`` for 2:
+    the version must still be a JSON integer, the type a string."""
+    event = envelope(
+        InferenceEvent(model="m", route="/v1/chat/completions", status=200, latency_ms=1.0),
+        node_id="n1",
+    )
+    validate_event(event)
+    for version in (True, 2.0, "2", None):
+        with pytest.raises(EventSchemaError, match=r"^inference: version .* is not supported"):
+            validate_event({**event, "version": version})
+    for type_ in (["inference"], None, 7):
+        with pytest.raises(EventSchemaError, match=r"^unknown event type"):
+            validate_event({**event, "type": type_})
+
+
 def test_nan_and_infinity_are_refused_though_the_reference_validator_takes_them() -> None:
     """They are not JSON: the sink (and anyone's consumer) could not read them back."""
     for bad in (float("nan"), float("inf")):
