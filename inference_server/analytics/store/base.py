@@ -133,6 +133,9 @@ TABLE_COLUMNS = {
     "analytics_power": POWER_COLUMNS,
 }
 """The raw tables, each with the columns a write fills (in the row builders' order)."""
+RAW_TABLES = tuple(TABLE_COLUMNS)
+COUNTABLE = frozenset({*RAW_TABLES, ALL_EVENTS_VIEW, "analytics_inference_rollup"})
+"""What :meth:`Store.count` counts (it names the table in its SQL: only these)."""
 
 
 _INFERENCE_DATA = operator.itemgetter(*INFERENCE_COLUMNS[4:14])

@@ -29,6 +29,8 @@ import asyncpg
 
 from inference_server.analytics.store.base import (
     ALL_EVENTS_VIEW,
+    COUNTABLE,
+    RAW_TABLES,
     ROLLUPS,
     TABLE_COLUMNS,
     RetentionPolicy,
@@ -43,7 +45,6 @@ _LOGGER = logging.getLogger(__name__)
 
 MIGRATION_LOCK = 0x5052_494D_4531  # advisory lock key: one migrating process at a time
 ROLLUP_LOCK = 0x5052_494D_4532
-RAW_TABLES = ("analytics_events", "analytics_inference", "analytics_power")
 
 BASE_SCHEMA = """
 CREATE TABLE analytics_events (
@@ -377,6 +378,6 @@ class PostgresStore:
         return [RollupRow(r[0], r[1].timestamp(), *r[2:]) for r in rows]
 
     async def count(self, table: str = ALL_EVENTS_VIEW) -> int:
-        if table not in {*RAW_TABLES, ALL_EVENTS_VIEW, "analytics_inference_rollup"}:
+        if table not in COUNTABLE:
             raise ValueError(table)
         return int(await self._p().fetchval(f"SELECT count(*) FROM {table}"))  # noqa: S608  # nosec B608: checked above

@@ -18,6 +18,8 @@ from typing import Any
 
 from inference_server.analytics.store.base import (
     ALL_EVENTS_VIEW,
+    COUNTABLE,
+    RAW_TABLES,
     ROLLUPS,
     TABLE_COLUMNS,
     RetentionPolicy,
@@ -103,8 +105,6 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     ),
 )
 
-_TABLES = frozenset({*TABLE_COLUMNS, ALL_EVENTS_VIEW, "analytics_inference_rollup"})
-
 
 class SqliteStore:
     kind = "sqlite"
@@ -183,7 +183,7 @@ class SqliteStore:
             raw_cut = now - policy.raw_days * 86400
             deleted: dict[str, Any] = {}
             db.execute("BEGIN IMMEDIATE")
-            for table in ("analytics_events", "analytics_inference", "analytics_power"):
+            for table in RAW_TABLES:
                 cur = db.execute(f"DELETE FROM {table} WHERE occurred_at < ?", (raw_cut,))  # noqa: S608  # nosec B608
                 deleted[table] = cur.rowcount
             for resolution, days in (
@@ -234,7 +234,7 @@ class SqliteStore:
         return await self._run(query)
 
     async def count(self, table: str = ALL_EVENTS_VIEW) -> int:
-        if table not in _TABLES:
+        if table not in COUNTABLE:
             raise ValueError(table)
         return await self._run(
             lambda db: int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608  # nosec B608
