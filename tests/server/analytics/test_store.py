@@ -21,8 +21,8 @@ from inference_server.analytics.events import (
 )
 from inference_server.analytics.schema import validate_event
 from inference_server.analytics.store import RetentionPolicy, Store
-from inference_server.analytics.store.base import TABLE_COLUMNS, rows_by_table
-from inference_server.analytics.store.postgres import PostgresStore
+from inference_server.analytics.store.base import EVENT_COLUMNS, TABLE_COLUMNS, rows_by_table
+from inference_server.analytics.store.postgres import PostgresStore, _ts
 from inference_server.analytics.store.sqlite import SqliteStore
 from inference_server.analytics.summary import energy_wh, summarize
 
@@ -188,6 +188,20 @@ async def _execute(store: Store, *statements: str) -> None:
         await store._run(run)
 
 
+async def _insert(
+    store: Store, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    names = ", ".join(columns)
+    if isinstance(store, PostgresStore):
+        marks = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+        await store._p().executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+    else:
+        assert isinstance(store, SqliteStore)
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {table} ({names}) VALUES ({marks})"
+        await store._run(lambda db: db.executemany(sql, rows))
+
+
 async def test_typed_events_stored_in_the_previous_layout_move_to_their_tables(
     store: Store,
 ) -> None:
@@ -208,59 +222,29 @@ async def test_typed_events_stored_in_the_previous_layout_move_to_their_tables(
     )
     events = _every_kind()
     # The previous release's rows: every event as JSON, the typed ones also in their tables.
-    json_rows = [
-        (e["event_id"], e["type"], e["version"], e["occurred_at"], e["node_id"]) for e in events
-    ]
-    typed = rows_by_table(events, float)
+    when = _ts if isinstance(store, PostgresStore) else float
+    await _insert(
+        store,
+        "analytics_events",
+        EVENT_COLUMNS,
+        [
+            (e["event_id"], e["type"], e["version"], when(e["occurred_at"]), e["node_id"],
+             orjson.dumps(e["data"]).decode())
+            for e in events
+        ],
+    )  # fmt: skip
+    typed = rows_by_table(events, when)
     new = {"version", "peer", "previous_mode", "source"}
-    if isinstance(store, PostgresStore):
-        pool = store._p()
-        await pool.executemany(
-            "INSERT INTO analytics_events VALUES ($1, $2, $3, to_timestamp($4), $5, $6)",
-            [
-                (*r, orjson.dumps(e["data"]).decode())
-                for r, e in zip(json_rows, events, strict=True)
-            ],
-        )
-        for table in ("analytics_inference", "analytics_power"):
-            keep = [i for i, c in enumerate(TABLE_COLUMNS[table]) if c not in new]
-            await pool.executemany(
-                f"INSERT INTO {table} ({', '.join(TABLE_COLUMNS[table][i] for i in keep)}) "
-                f"VALUES ({', '.join(f'${n + 1}' for n in range(len(keep)))})",
-                [tuple(to_dt(r[i]) if i == 1 else r[i] for i in keep) for r in typed[table]],
-            )
-    else:
-        assert isinstance(store, SqliteStore)
-
-        def fill(db: Any) -> None:
-            db.executemany(
-                "INSERT INTO analytics_events VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (*r, orjson.dumps(e["data"]).decode())
-                    for r, e in zip(json_rows, events, strict=True)
-                ],
-            )
-            for table in ("analytics_inference", "analytics_power"):
-                keep = [i for i, c in enumerate(TABLE_COLUMNS[table]) if c not in new]
-                db.executemany(
-                    f"INSERT INTO {table} ({', '.join(TABLE_COLUMNS[table][i] for i in keep)}) "
-                    f"VALUES ({', '.join('?' for _ in keep)})",
-                    [tuple(r[i] for i in keep) for r in typed[table]],
-                )
-
-        await store._run(fill)
+    for table in ("analytics_inference", "analytics_power"):
+        keep = [i for i, c in enumerate(TABLE_COLUMNS[table]) if c not in new]
+        columns = tuple(TABLE_COLUMNS[table][i] for i in keep)
+        await _insert(store, table, columns, [tuple(r[i] for i in keep) for r in typed[table]])
     await store.close()
     await store.open()
     assert max(await store.migrations()) == last
     assert await store.count("analytics_events") == 2
     assert await store.count() == len(events)
     assert sorted(await _all_events(store)) == sorted(_as_stored(e) for e in events)
-
-
-def to_dt(epoch: float) -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(epoch, UTC)
 
 
 async def test_summary_matches_the_hand_computed_fixture(store: Store) -> None:
