@@ -319,12 +319,9 @@ def _sink_node(
     (``perf_counter`` is the system's monotonic clock, the same in both processes)."""
 
     async def run() -> None:
-        analytics = Analytics(
-            settings(tmp, kafka_bootstrap=bootstrap, topic_prefix=prefix, postgres_dsn=dsn),
-            node_id="bench-sink-node",
-            data_dir=tmp,
+        analytics = await started_node(
+            tmp, kafka_bootstrap=bootstrap, topic_prefix=prefix, postgres_dsn=dsn
         )
-        await analytics.start()
         try:
             sink = analytics.sink
             assert sink is not None

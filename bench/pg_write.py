@@ -26,16 +26,15 @@ import argparse
 import asyncio
 import os
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
-import uuid_utils
 
-from bench.analytics import drop_db
+from bench.analytics import drop_db, fresh_db, request_data
 from bench.common import processes_cpu_seconds
+from inference_server.analytics.events import InferenceEvent, envelope_data
 from inference_server.analytics.store import postgres
 
 VARIANTS = ("store", "replay", "before")
@@ -59,35 +58,9 @@ BEFORE_INSERTS = (
 )
 
 
-def _data(i: int) -> dict[str, Any]:
-    return {
-        "model": "gemma-3-270m",
-        "side": "edge",
-        "route": "/v1/chat/completions",
-        "status": 200,
-        "prompt_tokens": 20 + i % 30,
-        "completion_tokens": i % 64,
-        "latency_ms": 50.0 + i % 400,
-        "generation_ms": 40.0 + i % 300,
-        "cache": "none",
-        "stream": False,
-        "peer": None,
-        "served_for": None,
-    }
-
-
 def _events(n: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "event_id": str(uuid_utils.uuid7()),
-            "type": "inference",
-            "version": 2,
-            "occurred_at": time.time(),
-            "node_id": "bench-node",
-            "data": _data(i),
-        }
-        for i in range(n)
-    ]
+    """N inference events as the server builds them for its requests (bench/analytics.py's)."""
+    return [envelope_data(InferenceEvent, request_data(i), node_id="bench-node") for i in range(n)]
 
 
 async def _before(conn: asyncpg.Connection, chunk: list[dict[str, Any]]) -> None:
@@ -108,10 +81,7 @@ def postgres_cpu_seconds() -> float:
 
 
 async def run(base: str, variant: str, n: int, batch: int) -> dict[str, Any]:
-    name = f"ps_pgwrite_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(base)
-    await admin.execute(f"CREATE DATABASE {name}")
-    dsn = base.rsplit("/", 1)[0] + "/" + name
+    dsn, name = await fresh_db(base)
     store = postgres.PostgresStore(dsn)
     try:
         await store.open()  # the store's migrations: its tables, hypertables when available
@@ -139,7 +109,6 @@ async def run(base: str, variant: str, n: int, batch: int) -> dict[str, Any]:
         return {"pg_us": cpu / n * 1e6, "wall_us": wall / n * 1e6, "store": store.kind}
     finally:
         await store.close()
-        await admin.close()
         await drop_db(base, name)
 
 
