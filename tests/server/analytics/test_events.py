@@ -233,6 +233,17 @@ def test_unbounded_numbers_are_refused_before_a_store_sums_them() -> None:
         validate_event({**power, "data": {**power["data"], "watts": 1.6e73}})
 
 
+def test_times_past_the_year_9999_are_refused() -> None:
+    """PostgreSQL's store turns the time into a ``datetime``, which ends with 9999: a later
+    one raised on every retry of its batch, and the sink stopped at that batch's offsets."""
+    last = 253402300799  # 9999-12-31T23:59:59Z
+    event = envelope(PowerEvent(kind="reading", watts=1.0), node_id="n", occurred_at=last)
+    validate_event(event)
+    for later in (last + 1, 1e300):
+        with pytest.raises(EventSchemaError, match=r"occurred_at: .*maximum of 253402300799"):
+            validate_event({**event, "occurred_at": later})
+
+
 def test_inference_data_is_the_dataclass_dict() -> None:
     """The request path builds the inference event's ``data`` without the dataclass: it must be
     the dataclass's dict, field for field and in order, and its envelope the usual one."""
