@@ -20,16 +20,20 @@ import asyncio
 import logging
 import zlib
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from inference_server.analytics.decoding import decode_checked, decoders
 from inference_server.analytics.events import decode
 from inference_server.analytics.schema import EventSchemaError, validate_event
 from inference_server.analytics.spool import Record
 from inference_server.analytics.store import Store, StoreError
+from inference_server.analytics.store.base import Envelope
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -225,7 +229,9 @@ class StoreDelivery:
         return done
 
     async def deliver(self, records: list[Record]) -> None:
-        events, bad = parse([r.value for r in records], validate=False)
+        runs = groupby(records, key=itemgetter(0))  # consecutive events of one topic
+        groups = ((topic, [r.value for r in run]) for topic, run in runs)
+        events, bad = parse(groups, validate=False)
         if bad:
             self._on_skipped(len(bad))
         try:
@@ -242,20 +248,44 @@ class StoreDelivery:
         return None
 
 
-def parse(values: list[bytes], *, validate: bool) -> tuple[list[dict[str, Any]], list[str]]:
-    """Decode (and optionally validate) message values; returns events and rejection reasons."""
-    events: list[dict[str, Any]] = []
+def parse(
+    groups: Iterable[tuple[str, list[bytes]]], *, validate: bool
+) -> tuple[list[Envelope], list[str]]:
+    """Decode (and optionally validate) message values; returns events and rejection reasons.
+
+    ``groups`` are values by topic suffix (``inference.v2``). Where the topic has a typed
+    decoder (:mod:`~inference_server.analytics.decoding`), a value it accepts is decoded and
+    checked in one pass; any other value takes the reference way (orjson, then the schema),
+    which gives the reason of a rejection.
+    """
+    events: list[Envelope] = []
     rejected: list[str] = []
-    for value in values:
-        try:
-            event = decode(value)
-            if validate:
-                validate_event(event)
-        except (ValueError, EventSchemaError) as err:
-            rejected.append(str(err))
-            continue
-        events.append(event)
+    typed = _DECODERS
+    for topic, values in groups:
+        decoder = typed.get(topic)
+        for value in values:
+            if decoder is not None:
+                checked = decode_checked(decoder, value)
+                if checked is not None:
+                    events.append(checked)
+                    continue
+            try:
+                event = decode(value)
+                if validate:
+                    validate_event(event)
+            except (ValueError, EventSchemaError) as err:
+                rejected.append(str(err))
+                continue
+            events.append(event)
     return events, rejected
+
+
+_DECODERS = decoders()
+
+
+def topic_suffix(topic: str) -> str:
+    """``<type>.v<version>`` of a Kafka topic ``<prefix>.<type>.v<version>``."""
+    return ".".join(topic.rsplit(".", 2)[-2:])
 
 
 class KafkaSink:
@@ -359,9 +389,12 @@ class KafkaSink:
         self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
     ) -> tuple[asyncio.Task[int], dict[TopicPartition, int], int]:
         """Check one fetched batch and start writing it; returns the write and its offsets."""
-        values = [m.value for msgs in batches.values() for m in msgs if m.value is not None]
+        groups = [
+            (topic_suffix(tp.topic), [m.value for m in msgs if m.value is not None])
+            for tp, msgs in batches.items()
+        ]
         offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batches.items() if msgs}
-        events, rejected = parse(values, validate=True)
+        events, rejected = parse(groups, validate=True)
         if rejected:
             self.rejected += len(rejected)
             self.last_rejection = rejected[-1]
@@ -369,9 +402,9 @@ class KafkaSink:
                 "Analytics sink rejected %d messages, e.g.: %s", len(rejected), rejected[-1]
             )
         task = asyncio.ensure_future(self._insert(events) if events else _zero())
-        return task, offsets, len(values)
+        return task, offsets, sum(len(values) for _, values in groups)
 
-    async def _insert(self, events: list[dict[str, Any]]) -> int:
+    async def _insert(self, events: list[Envelope]) -> int:
         """Retry the store until it takes the batch: the offsets wait for it."""
         backoff = 0.25
         failures = 0

@@ -33,6 +33,7 @@ from inference_server.analytics.store.base import (
     RAW_TABLES,
     ROLLUPS,
     TABLE_COLUMNS,
+    Envelope,
     RetentionPolicy,
     RollupRow,
     StoreError,
@@ -276,7 +277,7 @@ class PostgresStore:
         rows = await self._p().fetch("SELECT version FROM analytics_migrations ORDER BY version")
         return [r[0] for r in rows]
 
-    async def insert(self, events: list[dict[str, Any]]) -> int:
+    async def insert(self, events: list[Envelope]) -> int:
         tables = {t: rows for t, rows in rows_by_table(events, _ts).items() if rows}
         try:
             async with self._p().acquire() as conn, conn.transaction():

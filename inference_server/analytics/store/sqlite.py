@@ -22,6 +22,7 @@ from inference_server.analytics.store.base import (
     RAW_TABLES,
     ROLLUPS,
     TABLE_COLUMNS,
+    Envelope,
     RetentionPolicy,
     RollupRow,
     StoreError,
@@ -161,7 +162,7 @@ class SqliteStore:
             lambda db: [r[0] for r in db.execute("SELECT version FROM analytics_migrations")]
         )
 
-    async def insert(self, events: list[dict[str, Any]]) -> int:
+    async def insert(self, events: list[Envelope]) -> int:
         tables = rows_by_table(events, float)
 
         def insert(db: sqlite3.Connection) -> int:
