@@ -22,7 +22,7 @@ tables and queries SQLite and plain PostgreSQL use.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -139,8 +139,43 @@ ON CONFLICT (resolution, bucket, side, model) DO UPDATE SET
 _UNITS = {"1m": "minute", "1h": "hour"}
 
 
-def _ts(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+"""PostgreSQL's own epoch: a ``timestamptz`` is a count of microseconds since it."""
+_PG_EPOCH_SECONDS = int(PG_EPOCH.timestamp())
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _ts(epoch: float) -> int:
+    """A Unix time as PostgreSQL's microseconds, rounded as ``datetime.fromtimestamp`` rounds
+    (the fraction of the second, half to even), so a stored time reads back as the
+    ``datetime`` it always has.
+
+    The pool's connections take ``timestamptz`` in this form (:func:`_timestamp_codec`): the
+    row of an event is one ``int`` where it was a ``datetime``, which asyncpg then took apart
+    again for every row of a COPY (bench: 2.4 against 1.2 µs of client CPU per inference row).
+    """
+    whole = int(epoch)
+    return (whole - _PG_EPOCH_SECONDS) * 1_000_000 + round((epoch - whole) * 1_000_000)
+
+
+def _encode_timestamp(value: int | datetime) -> tuple[int]:
+    return (value,) if value.__class__ is int else ((value - PG_EPOCH) // _MICROSECOND,)  # type: ignore[operator]
+
+
+def _decode_timestamp(value: tuple[int]) -> datetime:
+    return PG_EPOCH + timedelta(microseconds=value[0])
+
+
+async def _timestamp_codec(conn: asyncpg.Connection) -> None:
+    """``timestamptz`` in asyncpg's binary tuple form (microseconds since :data:`PG_EPOCH`):
+    written from :func:`_ts`'s ``int`` (or a ``datetime``), read as an aware ``datetime``."""
+    await conn.set_type_codec(
+        "timestamptz",
+        schema="pg_catalog",
+        encoder=_encode_timestamp,
+        decoder=_decode_timestamp,
+        format="tuple",
+    )
 
 
 async def _insert_new(conn: asyncpg.Connection, tables: dict[str, list[tuple[Any, ...]]]) -> int:
@@ -186,7 +221,9 @@ class PostgresStore:
     async def open(self) -> None:
         await self.close()
         try:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4)
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=4, init=_timestamp_codec
+            )
             async with self._p().acquire() as conn:
                 await self._migrate(conn)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:

@@ -4,8 +4,10 @@ SQLite is the embedded default."""
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from inference_server.analytics.events import (
 from inference_server.analytics.schema import validate_event
 from inference_server.analytics.store import RetentionPolicy, Store
 from inference_server.analytics.store.base import EVENT_COLUMNS, TABLE_COLUMNS, rows_by_table
-from inference_server.analytics.store.postgres import PostgresStore, _ts
+from inference_server.analytics.store.postgres import PG_EPOCH, PostgresStore, _ts
 from inference_server.analytics.store.sqlite import SqliteStore
 from inference_server.analytics.summary import energy_wh, summarize
 
@@ -445,3 +447,29 @@ def test_energy_that_overflows_is_unknown_not_nan() -> None:
     """Readings stored before power.v1 bounded watts summed to inf - inf: NaN in the JSON."""
     assert energy_wh([(0.0, 3600.0), (1.0, 3600.0)]) == 1.0
     assert energy_wh([(0.0, 1e308), (1.0, 1e308), (2.0, -1e308)]) is None
+
+
+def test_a_time_is_written_as_the_microseconds_its_datetime_has() -> None:
+    """PostgreSQL's connections take a time as microseconds since 2000 (no ``datetime`` per
+    row): the count is the one ``datetime.fromtimestamp`` rounds to, fractions half to even."""
+    rng = random.Random(7)
+    times = [0.0, 946684800.0, 1795772228.1147091, 253402300799.0, 1.0000005, 1.0000015]
+    times += [rng.uniform(0, 253402300799) for _ in range(20_000)]
+    times += [rng.randrange(10**9, 2 * 10**9) + rng.randrange(10**6) / 10**6 for _ in range(5000)]
+    for epoch in times:
+        expected = datetime.fromtimestamp(epoch, UTC) - PG_EPOCH
+        assert _ts(epoch) == expected // timedelta(microseconds=1), epoch
+
+
+async def test_times_read_back_as_they_were_written(store: Store) -> None:
+    late = 253402300798.5  # the last second of 9999 the schema allows, and a half
+    await store.insert(
+        [
+            envelope(PowerEvent(kind="reading", watts=w), node_id="n", occurred_at=at)
+            for at, w in ((NOW, 2.0), (NOW + 0.000001, 2.5), (late, 3.0))
+        ]
+    )
+    assert await store.power_readings(NOW - 1) == [(NOW, 2.0), (NOW + 0.000001, 2.5), (late, 3.0)]
+    # a cut-off time as a parameter (past the end of a TimescaleDB chunk: whole chunks go)
+    await store.retention(RetentionPolicy(raw_days=0), NOW + 30 * 86400)
+    assert await store.power_readings(0) == [(late, 3.0)]
