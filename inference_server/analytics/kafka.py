@@ -32,7 +32,7 @@ from inference_server.analytics.decoding import decode_checked, decoders
 from inference_server.analytics.events import decode
 from inference_server.analytics.schema import EventSchemaError, validate_event
 from inference_server.analytics.spool import Record
-from inference_server.analytics.store import Store, StoreError
+from inference_server.analytics.store import Store, StoreError, StoreRefused
 from inference_server.analytics.store.base import Envelope
 
 _LOGGER = logging.getLogger(__name__)
@@ -235,11 +235,15 @@ class StoreDelivery:
         if bad:
             self._on_skipped(len(bad))
         try:
-            self.stored += await self._store.insert(events) if events else 0
+            self.stored += await insert_isolating(self._store, events, self._refused)
         except StoreError as err:
             self.last_error = str(err)
             raise DeliveryError(str(err)) from err
         self.last_error = None
+
+    def _refused(self, event: Envelope, err: StoreRefused) -> None:
+        self._on_skipped(1)
+        _LOGGER.error("Analytics store refused event %s, skipped: %s", event_id(event), err)
 
     async def probe(self) -> bool:
         return True
@@ -286,6 +290,60 @@ _DECODERS = decoders()
 def topic_suffix(topic: str) -> str:
     """``<type>.v<version>`` of a Kafka topic ``<prefix>.<type>.v<version>``."""
     return ".".join(topic.rsplit(".", 2)[-2:])
+
+
+MAX_REFUSED = 10
+"""Events of one batch the store may refuse one by one before the refusal counts as systemic."""
+
+
+async def insert_isolating(
+    store: Store, events: list[Envelope], refused: Callable[[Envelope, StoreRefused], None]
+) -> int:
+    """``store.insert``; a batch the store refuses for its contents (:class:`StoreRefused`) is
+    split in halves until each refused event stands alone, and those go to ``refused``.
+
+    One such message (a NUL character in a string: valid JSON, which PostgreSQL's text cannot
+    hold) used to make the store refuse its whole batch on every retry: the sink stopped at
+    that batch's offsets and the spool at its cursor, for good. A store that refuses more than
+    :data:`MAX_REFUSED` events (or 1 %) of one batch is refusing something else (a column type
+    every row has, after a bad migration): that raises :class:`StoreError` and nothing goes to
+    ``refused``; the caller keeps retrying the whole batch, as before, rather than drop it.
+    Halves already stored are harmless when the batch comes again: the store keeps one row per
+    event id.
+    """
+    if not events:
+        return 0
+    try:
+        return await store.insert(events)
+    except StoreRefused:
+        pass
+    found: list[tuple[Envelope, StoreRefused]] = []
+    stored = await _split_insert(store, events, found, max(MAX_REFUSED, len(events) // 100))
+    for event, err in found:
+        refused(event, err)
+    return stored
+
+
+async def _split_insert(
+    store: Store, events: list[Envelope], found: list[tuple[Envelope, StoreRefused]], most: int
+) -> int:
+    try:
+        return await store.insert(events)
+    except StoreRefused as err:
+        if len(events) == 1:
+            if len(found) == most:
+                message = f"the store refuses much of one batch, kept to retry: {err}"
+                raise StoreError(message) from err
+            found.append((events[0], err))
+            return 0
+    half = len(events) // 2
+    first = await _split_insert(store, events[:half], found, most)
+    return first + await _split_insert(store, events[half:], found, most)
+
+
+def event_id(event: Envelope) -> str:
+    """The id of a checked event, a dict or a typed one."""
+    return str(event["event_id"] if isinstance(event, dict) else getattr(event, "event_id", "?"))
 
 
 class KafkaSink:
@@ -404,13 +462,20 @@ class KafkaSink:
         task = asyncio.ensure_future(self._insert(events) if events else _zero())
         return task, offsets, sum(len(values) for _, values in groups)
 
+    def _refused(self, event: Envelope, err: StoreRefused) -> None:
+        """An event the store cannot hold: rejected like a schema violation (it stays in its
+        topic for as long as the topic keeps it)."""
+        self.rejected += 1
+        self.last_rejection = f"the store refused event {event_id(event)}: {err}"
+        _LOGGER.error("Analytics sink rejected an event: %s", self.last_rejection)
+
     async def _insert(self, events: list[Envelope]) -> int:
         """Retry the store until it takes the batch: the offsets wait for it."""
         backoff = 0.25
         failures = 0
         while True:
             try:
-                stored = await self._store.insert(events)
+                stored = await insert_isolating(self._store, events, self._refused)
             except StoreError as err:
                 self.last_error = str(err)
                 failures += 1

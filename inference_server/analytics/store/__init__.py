@@ -4,7 +4,8 @@ from inference_server.analytics.store.base import (
     RetentionPolicy,
     Store,
     StoreError,
+    StoreRefused,
     WindowTotals,
 )
 
-__all__ = ["RetentionPolicy", "Store", "StoreError", "WindowTotals"]
+__all__ = ["RetentionPolicy", "Store", "StoreError", "StoreRefused", "WindowTotals"]

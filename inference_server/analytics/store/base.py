@@ -49,6 +49,12 @@ class StoreError(RuntimeError):
     """The store cannot be reached or refused a write; the caller keeps the events and retries."""
 
 
+class StoreRefused(StoreError):
+    """The store refused the rows themselves, not the moment: a value its types cannot hold
+    (PostgreSQL's text and jsonb hold no NUL character, which JSON strings may carry). The
+    same rows will be refused again; the caller isolates them (``kafka.insert_isolating``)."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RetentionPolicy:
     raw_days: float = 7.0

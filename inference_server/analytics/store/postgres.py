@@ -37,6 +37,7 @@ from inference_server.analytics.store.base import (
     RetentionPolicy,
     RollupRow,
     StoreError,
+    StoreRefused,
     WindowTotals,
     rows_by_table,
 )
@@ -329,6 +330,8 @@ class PostgresStore:
                 except asyncpg.UniqueViolationError:
                     self.replayed_batches += 1
                     return await _insert_new(conn, tables)
+        except asyncpg.DataError as err:  # SQLSTATE class 22, or a value asyncpg cannot send
+            raise StoreRefused(f"PostgreSQL refused a value: {err}") from err
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
             raise StoreError(f"PostgreSQL: {err}") from err
 

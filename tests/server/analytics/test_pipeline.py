@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.private_services import PrivateKafka
 from inference_server.analytics import Analytics, EventSchemaError, InferenceEvent
-from inference_server.analytics.events import sink_topics, topic_name
+from inference_server.analytics.events import envelope, sink_topics, topic_name
 from inference_server.analytics.kafka import KafkaSink
 from inference_server.analytics.store.postgres import PostgresStore
 from inference_server.config import AnalyticsSettings
@@ -324,6 +324,82 @@ async def test_schema_violations_are_rejected_with_a_clear_error(
         assert "inference.v1" in (analytics.sink.last_rejection or "")
     finally:
         await analytics.stop()
+
+
+async def test_an_event_the_store_cannot_hold_is_rejected_and_the_sink_goes_on(
+    tmp_path: Path, kafka_bootstrap: str, pg_dsn: str, topic_prefix: str
+) -> None:
+    """A NUL character is valid in a JSON string and refused by PostgreSQL's text: such an
+    event used to make every retry of its batch fail, and the sink stopped there for good. It
+    is rejected alone now, with its id; the events around it and after it are stored."""
+    analytics = Analytics(
+        settings(
+            tmp_path,
+            kafka_bootstrap=kafka_bootstrap,
+            topic_prefix=topic_prefix,
+            postgres_dsn=pg_dsn,
+        ),
+        node_id="node-n",
+        data_dir=tmp_path,
+    )
+    await analytics.start()
+    try:
+        before = [analytics.emit(event(i)) for i in range(20)]
+        poisoned = envelope(
+            InferenceEvent(model="gem\x00ma", route="/v1/x", status=200, latency_ms=1.0),
+            node_id="node-other",
+        )
+        analytics.emit_envelope(poisoned)  # valid: the schema has no word against NUL
+        after = [analytics.emit(event(i)) for i in range(20)]
+
+        async def done() -> bool:
+            sink = analytics.sink
+            return (
+                sink is not None
+                and sink.rejected == 1
+                and len(await ids_in_db(pg_dsn, {*before, *after})) == 40
+            )
+
+        await wait_for(done, 120, "the sink to store 40 events and reject one")
+        assert analytics.sink is not None
+        rejection = analytics.sink.last_rejection or ""
+        assert f"the store refused event {poisoned['event_id']}" in rejection
+        assert "0x00" in rejection
+        assert await ids_in_db(pg_dsn, {poisoned["event_id"]}) == []
+        later = analytics.emit(event(99))
+        await wait_for(
+            lambda: _has(pg_dsn, later), 60, "an event after the rejected one to be stored"
+        )
+    finally:
+        await analytics.stop()
+
+
+async def test_without_kafka_such_an_event_is_skipped_and_the_spool_moves_on(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """The same event on the spool's way straight into PostgreSQL (no Kafka): the cursor used to
+    stop before its batch, and the spool to grow until its bound dropped events."""
+    analytics = Analytics(
+        settings(tmp_path, postgres_dsn=pg_dsn), node_id="node-s", data_dir=tmp_path
+    )
+    await analytics.start()
+    try:
+        ids = [analytics.emit(event(i)) for i in range(20)]
+        analytics.emit(InferenceEvent(model="gem\x00ma", route="/v1/x", status=200, latency_ms=1.0))
+        ids += [analytics.emit(event(i)) for i in range(20)]
+
+        async def done() -> bool:
+            return analytics.delivered == 41 and len(await ids_in_db(pg_dsn, set(ids))) == 40
+
+        await wait_for(done, 60, "40 events stored and the spool past the 41st")
+        assert analytics.skipped == 1
+        assert analytics.spool.backlog == 0
+    finally:
+        await analytics.stop()
+
+
+async def _has(dsn: str, event_id: str) -> bool:
+    return len(await ids_in_db(dsn, {event_id})) == 1
 
 
 async def test_embedded_default_spools_straight_into_sqlite(tmp_path: Path) -> None:

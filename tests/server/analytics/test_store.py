@@ -21,8 +21,9 @@ from inference_server.analytics.events import (
     RoutingEvent,
     envelope,
 )
+from inference_server.analytics.kafka import MAX_REFUSED, insert_isolating
 from inference_server.analytics.schema import validate_event
-from inference_server.analytics.store import RetentionPolicy, Store
+from inference_server.analytics.store import RetentionPolicy, Store, StoreError, StoreRefused
 from inference_server.analytics.store.base import EVENT_COLUMNS, TABLE_COLUMNS, rows_by_table
 from inference_server.analytics.store.postgres import PG_EPOCH, PostgresStore, _ts
 from inference_server.analytics.store.sqlite import SqliteStore
@@ -473,3 +474,49 @@ async def test_times_read_back_as_they_were_written(store: Store) -> None:
     # a cut-off time as a parameter (past the end of a TimescaleDB chunk: whole chunks go)
     await store.retention(RetentionPolicy(raw_days=0), NOW + 30 * 86400)
     assert await store.power_readings(0) == [(late, 3.0)]
+
+
+def _with_nul(i: int) -> dict[str, Any]:
+    """A valid event PostgreSQL cannot hold: JSON strings may carry NUL, its text cannot."""
+    if i % 2:
+        return envelope(
+            RoutingEvent(mode="edge_first", decision="edge", reason="a\x00b"), node_id="n"
+        )
+    return inference(NOW, model="gem\x00ma")
+
+
+async def test_a_value_the_store_cannot_hold_is_refused_as_such(store: Store) -> None:
+    for i in range(2):
+        validate_event(_with_nul(i))
+        if isinstance(store, PostgresStore):
+            with pytest.raises(StoreRefused, match="PostgreSQL refused a value"):
+                await store.insert([inference(NOW), _with_nul(i)])
+        else:  # SQLite's text holds NUL
+            assert await store.insert([_with_nul(i)]) == 1
+    if isinstance(store, PostgresStore):
+        assert await store.count() == 0
+
+
+async def test_refused_events_are_isolated_and_the_rest_stored(pg_dsn: str) -> None:
+    store = PostgresStore(pg_dsn)
+    await store.open()
+    try:
+        await store._p().execute("TRUNCATE analytics_events, analytics_inference")
+        good = [inference(NOW + i) for i in range(37)]
+        bad = [_with_nul(i) for i in range(3)]
+        batch = good[:10] + bad[:1] + good[10:30] + bad[1:] + good[30:]
+        refused: list[tuple[Any, Any]] = []
+        stored = await insert_isolating(store, batch, lambda e, err: refused.append((e, err)))
+        assert stored == 37 and await store.count() == 37
+        assert [e for e, _ in refused] == bad
+        assert all(isinstance(err, StoreRefused) for _, err in refused)
+        # More refusals in one batch than MAX_REFUSED: not a poisoned message but something
+        # systemic; the batch is kept for retries (StoreError), nothing is handed over as refused.
+        many = [_with_nul(i) for i in range(MAX_REFUSED + 1)] + [inference(NOW + 100)]
+        refused.clear()
+        with pytest.raises(StoreError, match="refuses much of one batch") as raised:
+            await insert_isolating(store, many, lambda e, err: refused.append((e, err)))
+        assert not isinstance(raised.value, StoreRefused)
+        assert refused == []
+    finally:
+        await store.close()
