@@ -64,6 +64,19 @@ async def ids_in_db(dsn: str, prefix_ids: set[str]) -> list[str]:
     return [r[0] for r in rows]
 
 
+def kafka_node(
+    tmp_path: Path, bootstrap: str, topic_prefix: str, pg_dsn: str, node_id: str
+) -> Analytics:
+    """A node's analytics with Kafka (producer and sink) and PostgreSQL."""
+    return Analytics(
+        settings(
+            tmp_path, kafka_bootstrap=bootstrap, topic_prefix=topic_prefix, postgres_dsn=pg_dsn
+        ),
+        node_id=node_id,
+        data_dir=tmp_path,
+    )
+
+
 def settings(tmp_path: Path, **kw: Any) -> AnalyticsSettings:
     base: dict[str, Any] = {
         "spool_dir": tmp_path / "spool",
@@ -79,16 +92,7 @@ def settings(tmp_path: Path, **kw: Any) -> AnalyticsSettings:
 async def test_kafka_killed_mid_stream_every_event_lands_exactly_once(
     tmp_path: Path, own_kafka: PrivateKafka, pg_dsn: str, topic_prefix: str
 ) -> None:
-    analytics = Analytics(
-        settings(
-            tmp_path,
-            kafka_bootstrap=own_kafka.bootstrap,
-            topic_prefix=topic_prefix,
-            postgres_dsn=pg_dsn,
-        ),
-        node_id="node-a",
-        data_dir=tmp_path,
-    )
+    analytics = kafka_node(tmp_path, own_kafka.bootstrap, topic_prefix, pg_dsn, "node-a")
     await analytics.start()
     emitted: set[str] = set()
     order: list[str] = []
@@ -276,16 +280,7 @@ async def test_restart_with_a_full_spool_replays_everything(
 async def test_schema_violations_are_rejected_with_a_clear_error(
     tmp_path: Path, kafka_bootstrap: str, pg_dsn: str, topic_prefix: str
 ) -> None:
-    analytics = Analytics(
-        settings(
-            tmp_path,
-            kafka_bootstrap=kafka_bootstrap,
-            topic_prefix=topic_prefix,
-            postgres_dsn=pg_dsn,
-        ),
-        node_id="node-d",
-        data_dir=tmp_path,
-    )
+    analytics = kafka_node(tmp_path, kafka_bootstrap, topic_prefix, pg_dsn, "node-d")
     await analytics.start()
     try:
         bad = InferenceEvent(model="m", route="/v1/x", status=200, latency_ms=-5)
@@ -332,16 +327,7 @@ async def test_an_event_the_store_cannot_hold_is_rejected_and_the_sink_goes_on(
     """A NUL character is valid in a JSON string and refused by PostgreSQL's text: such an
     event used to make every retry of its batch fail, and the sink stopped there for good. It
     is rejected alone now, with its id; the events around it and after it are stored."""
-    analytics = Analytics(
-        settings(
-            tmp_path,
-            kafka_bootstrap=kafka_bootstrap,
-            topic_prefix=topic_prefix,
-            postgres_dsn=pg_dsn,
-        ),
-        node_id="node-n",
-        data_dir=tmp_path,
-    )
+    analytics = kafka_node(tmp_path, kafka_bootstrap, topic_prefix, pg_dsn, "node-n")
     await analytics.start()
     try:
         before = [analytics.emit(event(i)) for i in range(20)]
