@@ -4,8 +4,8 @@ The sink must check every event it takes from Kafka (anyone may write to a topic
 with orjson and then checking with jsonschema-rs costs two passes over each event: the JSON
 into Python objects, then those objects into the validator's own values, which is most of the
 check's cost. msgspec decodes straight into a typed object and checks every type and bound
-while it parses; for an inference event that is about as much CPU as orjson's decode alone
-(bench/analytics.py, and bench/RESULTS.md for the numbers).
+while it parses; for an inference event that costs about as much CPU as orjson's decode
+alone (bench/RESULTS.md, analytics section: 2.8 against 7.9 µs for both steps before).
 
 The types are not a second copy of the contract: :func:`struct_type` translates the schema
 file, and translates only what it can translate exactly or more strictly (below). Anything
@@ -17,7 +17,7 @@ tests/server/analytics/test_decoding.py holds it to accepting nothing the refere
 Stricter than the schema, on purpose, each case then checked by the reference:
 
 * ``integer`` takes JSON integers only (not ``200.0``) and only within 64 bits (orjson, the
-  reference's decoder, refuses larger ones; a column could not hold them either);
+  reference's decoder, reads a larger one as a float; no integer column could hold it);
 * ``const`` and ``enum`` take values of the literal's own JSON kind (``2``, not ``2.0``);
 * a ``pattern``'s trailing ``$`` is ``\\Z`` (Python's ``$`` also matches before a final
   newline, JSON Schema's does not), and every pattern is ASCII-only (``\\d`` is ``[0-9]``, as

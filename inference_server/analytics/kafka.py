@@ -216,9 +216,15 @@ class StoreDelivery:
     connected = False
     last_error: str | None = None
 
-    def __init__(self, store: Store, on_skipped: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        on_skipped: Callable[[int], None],
+        on_refused: Callable[[], None] = lambda: None,
+    ) -> None:
         self._store = store
         self._on_skipped = on_skipped
+        self._on_refused = on_refused
         self.stored = 0
 
     async def send(self, records: list[Record]) -> asyncio.Future[None]:
@@ -242,8 +248,8 @@ class StoreDelivery:
         self.last_error = None
 
     def _refused(self, event: Envelope, err: StoreRefused) -> None:
-        self._on_skipped(1)
-        _LOGGER.error("Analytics store refused event %s, skipped: %s", event_id(event), err)
+        self._on_refused()
+        _LOGGER.error("Analytics store refused event %s, rejected: %s", event_id(event), err)
 
     async def probe(self) -> bool:
         return True

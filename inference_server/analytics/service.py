@@ -113,7 +113,7 @@ class Analytics:
                 linger_ms=settings.linger_ms,
             )
         else:
-            self.delivery = StoreDelivery(self.store, self._count_skipped)
+            self.delivery = StoreDelivery(self.store, self._count_skipped, self._store_refused)
         self.sink: KafkaSink | None = None
         if settings.kafka_bootstrap and settings.sink:
             self.sink = KafkaSink(
@@ -128,7 +128,9 @@ class Analytics:
         self._tasks: list[asyncio.Task[None]] = []
         # Zeros up front: every series exists from the first scrape (rate() and alerts need it).
         self.emitted: Counter[str] = Counter(dict.fromkeys(EVENT_TYPES, 0))
-        self.rejected: Counter[str] = Counter({"emit": 0, "ingest": 0})
+        self.rejected: Counter[str] = Counter({"emit": 0, "ingest": 0, "store": 0})
+        """By stage: the schema check of ``emit`` and of the ingest route, and ``store``: events
+        the local store refused on the way from the spool (the sink keeps its own count)."""
         self.dropped_queue_full = 0
         self.dropped_spool_error = 0
         self.delivered = 0
@@ -336,6 +338,9 @@ class Analytics:
     def _count_skipped(self, count: int) -> None:
         self.skipped += count
 
+    def _store_refused(self) -> None:
+        self.rejected["store"] += 1
+
     async def _sample_health(self) -> dict[str, Any]:
         assert self._health_sampler is not None  # nosec B101: only scheduled with a sampler
         sample = self._health_sampler()
@@ -418,7 +423,9 @@ class AnalyticsCollector(Collector):
         for type_, n in sorted(a.emitted.items()):
             emitted.add_metric([type_], n)
         rejected = CounterMetricFamily(
-            p + "events_rejected", "Events refused by schema validation", labels=["stage"]
+            p + "events_rejected",
+            "Events refused by schema validation, or by the store (stages sink and store)",
+            labels=["stage"],
         )
         for stage, n in sorted(a.rejected.items()):
             rejected.add_metric([stage], n)

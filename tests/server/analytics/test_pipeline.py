@@ -23,6 +23,7 @@ from bench.private_services import PrivateKafka
 from inference_server.analytics import Analytics, EventSchemaError, InferenceEvent
 from inference_server.analytics.events import envelope, sink_topics, topic_name
 from inference_server.analytics.kafka import KafkaSink
+from inference_server.analytics.service import AnalyticsCollector
 from inference_server.analytics.store.postgres import PostgresStore
 from inference_server.config import AnalyticsSettings
 from tests.server.server_process import free_port
@@ -378,8 +379,14 @@ async def test_without_kafka_such_an_event_is_skipped_and_the_spool_moves_on(
             return analytics.delivered == 41 and len(await ids_in_db(pg_dsn, set(ids))) == 40
 
         await wait_for(done, 60, "40 events stored and the spool past the 41st")
-        assert analytics.skipped == 1
+        assert analytics.rejected["store"] == 1 and analytics.skipped == 0
         assert analytics.spool.backlog == 0
+        samples = {
+            (sample.name, sample.labels.get("stage")): sample.value
+            for family in AnalyticsCollector(analytics).collect()
+            for sample in family.samples
+        }
+        assert samples["prime_spark_analytics_events_rejected_total", "store"] == 1
     finally:
         await analytics.stop()
 
