@@ -159,12 +159,25 @@ def _ts(epoch: float) -> int:
     return (whole - _PG_EPOCH_SECONDS) * 1_000_000 + round((epoch - whole) * 1_000_000)
 
 
+_INFINITY = {
+    2**63 - 1: datetime.max.replace(tzinfo=UTC),
+    -(2**63): datetime.min.replace(tzinfo=UTC),
+}
+"""PostgreSQL's ``'infinity'`` and ``'-infinity'``, read as asyncpg's own codec reads them."""
+
+
 def _encode_timestamp(value: int | datetime) -> tuple[int]:
-    return (value,) if value.__class__ is int else ((value - PG_EPOCH) // _MICROSECOND,)  # type: ignore[operator]
+    if type(value) is int:
+        return (value,)
+    assert isinstance(value, datetime)  # nosec B101: the only other type a caller passes
+    return ((value - PG_EPOCH) // _MICROSECOND,)
 
 
 def _decode_timestamp(value: tuple[int]) -> datetime:
-    return PG_EPOCH + timedelta(microseconds=value[0])
+    microseconds = value[0]
+    if microseconds in _INFINITY:
+        return _INFINITY[microseconds]
+    return PG_EPOCH + timedelta(microseconds=microseconds)
 
 
 async def _timestamp_codec(conn: asyncpg.Connection) -> None:

@@ -471,6 +471,16 @@ async def test_times_read_back_as_they_were_written(store: Store) -> None:
         ]
     )
     assert await store.power_readings(NOW - 1) == [(NOW, 2.0), (NOW + 0.000001, 2.5), (late, 3.0)]
+    if isinstance(store, PostgresStore):  # the codec reads what asyncpg's own reads
+        read = await store._p().fetchval(
+            "SELECT array['infinity', '-infinity', '2000-01-01 00:00:00.000001+00']::timestamptz[]"
+        )
+        assert read == [
+            datetime.max.replace(tzinfo=UTC),
+            datetime.min.replace(tzinfo=UTC),
+            PG_EPOCH + timedelta(microseconds=1),
+        ]
+        assert await store._p().fetchval("SELECT $1::timestamptz", PG_EPOCH) == PG_EPOCH
     # a cut-off time as a parameter (past the end of a TimescaleDB chunk: whole chunks go)
     await store.retention(RetentionPolicy(raw_days=0), NOW + 30 * 86400)
     assert await store.power_readings(0) == [(late, 3.0)]
