@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from inference_server.analytics import decoding
 from inference_server.analytics.decoding import (
     DECODED_TYPES,
     UntranslatableSchema,
@@ -175,6 +176,20 @@ def test_typed_rows_are_the_dict_rows(payload: Any) -> None:
     typed, _ = parse([(f"{payload.TYPE}.v{payload.VERSION}", [encode(event)])], validate=True)
     assert (type(typed[0]) is dict) == (payload.TYPE not in DECODED_TYPES)
     assert rows_by_table(typed, float) == rows_by_table([event], float)
+
+
+def test_a_schema_that_does_not_translate_is_checked_the_slow_way(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    whole = copy.deepcopy(schema("power", 1))
+    whole["properties"]["data"]["properties"]["watts"]["multipleOf"] = 0.5
+    monkeypatch.setattr(decoding, "schema", lambda t, v: whole if t == "power" else schema(t, v))
+    decoding.decoder.cache_clear()
+    try:
+        assert sorted(decoding.decoders()) == ["inference.v1", "inference.v2"]
+    finally:
+        decoding.decoder.cache_clear()
+    assert "power.v1 is checked the slow way: PowerV1DataWatts: multipleOf" in caplog.text
 
 
 def test_decoded_topics_and_their_suffixes() -> None:
