@@ -463,7 +463,7 @@ def test_a_time_is_written_as_the_microseconds_its_datetime_has() -> None:
 
 
 async def test_times_read_back_as_they_were_written(store: Store) -> None:
-    late = 253402300798.5  # the last second of 9999 the schema allows, and a half
+    late = 253402300798.5  # 9999-12-31T23:59:58.5Z: within the schema's bound, with a fraction
     await store.insert(
         [
             envelope(PowerEvent(kind="reading", watts=w), node_id="n", occurred_at=at)
