@@ -220,7 +220,7 @@ class StoreDelivery:
         self,
         store: Store,
         on_skipped: Callable[[int], None],
-        on_refused: Callable[[], None] = lambda: None,
+        on_refused: Callable[[], None],
     ) -> None:
         self._store = store
         self._on_skipped = on_skipped
@@ -319,10 +319,6 @@ async def insert_isolating(
     """
     if not events:
         return 0
-    try:
-        return await store.insert(events)
-    except StoreRefused:
-        pass
     found: list[tuple[Envelope, StoreRefused]] = []
     stored = await _split_insert(store, events, found, max(MAX_REFUSED, len(events) // 100))
     for event, err in found:
@@ -333,6 +329,7 @@ async def insert_isolating(
 async def _split_insert(
     store: Store, events: list[Envelope], found: list[tuple[Envelope, StoreRefused]], most: int
 ) -> int:
+    """The whole of ``events`` first; each half only when the store refused the whole."""
     try:
         return await store.insert(events)
     except StoreRefused as err:
