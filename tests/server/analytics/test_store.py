@@ -7,10 +7,12 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 
@@ -213,6 +215,7 @@ async def test_typed_events_stored_in_the_previous_layout_move_to_their_tables(
     ``previous_mode``, ``source``). The migration fills those in from the JSON, then drops the
     copies: every event once, whole."""
     last = max(await store.migrations())
+    typed = 5 if isinstance(store, PostgresStore) else 3  # the migration under test
     await _execute(
         store,
         "DROP VIEW analytics_all_events",
@@ -221,7 +224,7 @@ async def test_typed_events_stored_in_the_previous_layout_move_to_their_tables(
         "ALTER TABLE analytics_power DROP COLUMN version",
         "ALTER TABLE analytics_power DROP COLUMN previous_mode",
         "ALTER TABLE analytics_power DROP COLUMN source",
-        f"DELETE FROM analytics_migrations WHERE version = {last}",
+        f"DELETE FROM analytics_migrations WHERE version >= {typed}",
     )
     events = _every_kind()
     # The previous release's rows: every event as JSON, the typed ones also in their tables.
@@ -236,12 +239,12 @@ async def test_typed_events_stored_in_the_previous_layout_move_to_their_tables(
             for e in events
         ],
     )  # fmt: skip
-    typed = rows_by_table(events, when)
+    rows = rows_by_table(events, when)
     new = {"version", "peer", "previous_mode", "source"}
     for table in ("analytics_inference", "analytics_power"):
         keep = [i for i, c in enumerate(TABLE_COLUMNS[table]) if c not in new]
         columns = tuple(TABLE_COLUMNS[table][i] for i in keep)
-        await _insert(store, table, columns, [tuple(r[i] for i in keep) for r in typed[table]])
+        await _insert(store, table, columns, [tuple(r[i] for i in keep) for r in rows[table]])
     await store.close()
     await store.open()
     assert max(await store.migrations()) == last
@@ -332,16 +335,26 @@ async def test_postgres_path_reports_timescale(pg_dsn: str) -> None:
         await s.close()
 
 
-async def test_plain_postgres_path_without_timescale(pg_dsn: str) -> None:
-    """timescale: false exercises the plain-PostgreSQL path on the same server."""
-    base = pg_dsn.rsplit("/", 1)[0]
-    import asyncpg
-
-    name = f"ps_plain_{uuid.uuid4().hex[:8]}"
+@asynccontextmanager
+async def fresh_database(pg_dsn: str, *settings: str) -> AsyncIterator[str]:
+    """A database of the test's own (``settings``: ``ALTER DATABASE … SET`` clauses, which its
+    sessions then start with), dropped afterwards."""
+    name = f"ps_store_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(pg_dsn)
     await admin.execute(f"CREATE DATABASE {name}")
     try:
-        s = PostgresStore(f"{base}/{name}", timescale=False)
+        for setting in settings:
+            await admin.execute(f"ALTER DATABASE {name} SET {setting}")
+        yield f"{pg_dsn.rsplit('/', 1)[0]}/{name}"
+    finally:
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()
+
+
+async def test_plain_postgres_path_without_timescale(pg_dsn: str) -> None:
+    """timescale: false exercises the plain-PostgreSQL path on the same server."""
+    async with fresh_database(pg_dsn) as dsn:
+        s = PostgresStore(dsn, timescale=False)
         await s.open()
         try:
             assert s.kind == "postgresql"
@@ -350,9 +363,74 @@ async def test_plain_postgres_path_without_timescale(pg_dsn: str) -> None:
             assert (await s.retention(RetentionPolicy(), NOW))["method"] == "delete"
         finally:
             await s.close()
-    finally:
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        await admin.close()
+
+
+async def _inference_indexes(s: PostgresStore) -> dict[str, str]:
+    rows = await s._p().fetch(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'analytics_inference'"
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+@pytest.mark.parametrize("timescale", [True, False])
+async def test_an_upgraded_request_table_gets_brin_indexes_and_keeps_its_rows(
+    pg_dsn: str, timescale: bool
+) -> None:
+    """Migration 6 on a database of the release before (B-tree time and seq indexes, rows in
+    it): the indexes become BRIN, the rows stay, and the rollup still counts them all."""
+    async with fresh_database(pg_dsn) as dsn:
+        s = PostgresStore(dsn, timescale=timescale)
+        await s.open()
+        try:
+            await s.insert(FIXTURE)
+            await s._p().execute(
+                "DROP INDEX analytics_inference_time; DROP INDEX analytics_inference_seq;"
+                "CREATE INDEX analytics_inference_time ON analytics_inference "
+                "(occurred_at DESC);"
+                "CREATE INDEX analytics_inference_seq ON analytics_inference (seq);"
+                "DELETE FROM analytics_migrations WHERE version = 6"
+            )
+            await s.close()
+            await s.open()
+            assert 6 in await s.migrations()
+            indexes = await _inference_indexes(s)
+            for name in ("analytics_inference_time", "analytics_inference_seq"):
+                assert "USING brin" in indexes[name], indexes[name]
+            assert "USING btree" in indexes["analytics_inference_pkey"]
+            assert await s.count("analytics_inference") == 5
+            assert (await s.rollup())["new_rows"] == 5
+            hours = await s.rollups("1h", 0)
+            assert sum(r.requests for r in hours) == 5
+        finally:
+            await s.close()
+
+
+async def test_rollup_buckets_are_utc_whatever_the_database_time_zone(pg_dsn: str) -> None:
+    """India is 5:30 off UTC: ``date_trunc('hour')`` in the session's zone had put the hour
+    buckets at half past. Buckets are UTC hours and minutes, as the SQLite store's are. The
+    watermark (the seq identity's last value) takes each new row once."""
+    async with fresh_database(pg_dsn, "timezone TO 'Asia/Kolkata'") as dsn:
+        s = PostgresStore(dsn)
+        await s.open()
+        try:
+            assert await s._p().fetchval("SHOW timezone") == "Asia/Kolkata"
+            await s.insert(FIXTURE)
+            assert (await s.rollup())["new_rows"] == 5
+            hours = await s.rollups("1h", 0)
+            assert {(r.bucket, r.side, r.requests) for r in hours} == {
+                (NOW - 3600, "edge", 4),
+                (NOW - 3600, "cloud", 1),
+            }
+            minutes = {(r.bucket, r.side): r.requests for r in await s.rollups("1m", 0)}
+            assert minutes == {(T0, "edge"): 3, (T0 + 60, "cloud"): 1, (T0 + 60, "edge"): 1}
+            # Rows after the watermark only: a second rollup finds none, a new row one.
+            assert (await s.rollup())["new_rows"] == 0
+            await s.insert([inference(NOW - 1)])
+            assert (await s.rollup())["new_rows"] == 1
+            hours = await s.rollups("1h", 0)
+            assert sum(r.requests for r in hours) == 6
+        finally:
+            await s.close()
 
 
 def forwarded_pair(at: float) -> list[dict[str, Any]]:
