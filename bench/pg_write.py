@@ -18,6 +18,10 @@ while the same inference events are written in batches:
 - ``before``: the write of the release before (kept here as the yardstick): COPY into a staging
   table with the data as jsonb, then ``INSERT … ON CONFLICT`` into ``analytics_events`` (every
   event's JSON) and into ``analytics_inference`` (columns extracted from the jsonb).
+
+And the scheduled rollup's wall time (``--rollup-events``, 0 to skip): ``PostgresStore.rollup``
+of the last 1,000 events stored, in a table holding that many spread over 30 days, each run
+after a ``VACUUM ANALYZE`` (as autovacuum leaves a table that has been written for a while).
 """
 
 from __future__ import annotations
@@ -112,11 +116,34 @@ async def run(base: str, variant: str, n: int, batch: int) -> dict[str, Any]:
         await drop_db(base, name)
 
 
+async def rollup(base: str, n: int) -> float:
+    """Milliseconds of one rollup of 1,000 new rows atop ``n`` over 30 days."""
+    dsn, name = await fresh_db(base)
+    store = postgres.PostgresStore(dsn)
+    try:
+        await store.open()
+        events, start = _events(n), time.time() - 30 * 86400
+        for i, event in enumerate(events):
+            event["occurred_at"] = start + i * 30 * 86400 / n
+        for first in range(0, n - 1000, 20_000):
+            await store.insert(events[first : min(first + 20_000, n - 1000)])
+        await store.rollup()
+        await store.insert(events[n - 1000 :])
+        await store._p().execute("VACUUM ANALYZE")
+        started = time.perf_counter()
+        assert (await store.rollup())["new_rows"] == 1000
+        return (time.perf_counter() - started) * 1000
+    finally:
+        await store.close()
+        await drop_db(base, name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=20_000, help="the sink's batch size")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each variant, in turns")
+    parser.add_argument("--rollup-events", type=int, default=1_000_000)
     args = parser.parse_args()
     base = os.environ["PRIME_SPARK_TEST_POSTGRES_DSN"]
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
@@ -131,6 +158,13 @@ def main() -> None:
         cpu = " / ".join(f"{r['pg_us']:.1f}" for r in runs)
         wall = " / ".join(f"{r['wall_us']:.1f}" for r in runs)
         print(f"| {variant} | {cpu} | {wall} |")
+    if args.rollup_events:
+        runs = [asyncio.run(rollup(base, args.rollup_events)) for _ in range(args.rounds)]
+        print(
+            f"rollup of the last 1,000 of {args.rollup_events} events over 30 days: "
+            + " / ".join(f"{ms:.1f}" for ms in runs)
+            + " ms"
+        )
 
 
 if __name__ == "__main__":
