@@ -20,11 +20,12 @@ import asyncio
 import logging
 import zlib
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -33,7 +34,7 @@ from inference_server.analytics.events import decode
 from inference_server.analytics.schema import EventSchemaError, validate_event
 from inference_server.analytics.spool import Record
 from inference_server.analytics.store import Store, StoreError, StoreRefused
-from inference_server.analytics.store.base import Envelope
+from inference_server.analytics.store.base import DeadLetter, Envelope, dead_letter
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -237,14 +238,14 @@ class StoreDelivery:
     async def deliver(self, records: list[Record]) -> None:
         runs = groupby(records, key=itemgetter(0))  # consecutive events of one topic
         groups = ((topic, [r.value for r in run]) for topic, run in runs)
-        events, bad = parse(groups, validate=False)
-        if bad:
-            self._on_skipped(len(bad))
+        events, bad = parse(groups, validate=False)  # checked when emitted: bad is a broken line
         try:
-            self.stored += await insert_isolating(self._store, events, self._refused)
+            self.stored += await insert_isolating(self._store, events, self._refused, bad)
         except StoreError as err:
             self.last_error = str(err)
             raise DeliveryError(str(err)) from err
+        if bad:
+            self._on_skipped(len(bad))
         self.last_error = None
 
     def _refused(self, event: Envelope, err: StoreRefused) -> None:
@@ -260,8 +261,9 @@ class StoreDelivery:
 
 def parse(
     groups: Iterable[tuple[str, list[bytes]]], *, validate: bool
-) -> tuple[list[Envelope], list[str]]:
-    """Decode (and optionally validate) message values; returns events and rejection reasons.
+) -> tuple[list[Envelope], list[DeadLetter]]:
+    """Decode (and optionally validate) message values; returns events and the rejected
+    messages, each with its reason.
 
     ``groups`` are values by topic suffix (``inference.v2``). Where the topic has a typed
     decoder (:mod:`~inference_server.analytics.decoding`), a value it accepts is decoded and
@@ -269,7 +271,7 @@ def parse(
     which gives the reason of a rejection.
     """
     events: list[Envelope] = []
-    rejected: list[str] = []
+    rejected: list[DeadLetter] = []
     typed = _DECODERS
     for topic, values in groups:
         decoder = typed.get(topic)
@@ -283,8 +285,11 @@ def parse(
                 event = decode(value)
                 if validate:
                     validate_event(event)
+            except orjson.JSONDecodeError as err:
+                rejected.append(DeadLetter(topic, f"{topic}: not JSON: {err}", value))
+                continue
             except (ValueError, EventSchemaError) as err:
-                rejected.append(str(err))
+                rejected.append(DeadLetter(topic, str(err), value))
                 continue
             events.append(event)
     return events, rejected
@@ -303,24 +308,32 @@ MAX_REFUSED = 10
 
 
 async def insert_isolating(
-    store: Store, events: list[Envelope], refused: Callable[[Envelope, StoreRefused], None]
+    store: Store,
+    events: list[Envelope],
+    refused: Callable[[Envelope, StoreRefused], None],
+    letters: Sequence[DeadLetter] = (),
 ) -> int:
-    """``store.insert``; a batch the store refuses for its contents (:class:`StoreRefused`) is
-    split in halves until each refused event stands alone, and those go to ``refused``.
+    """``store.insert``, then the batch's dead letters: ``letters`` (its messages that were not
+    events) and the events the store refuses for their contents (:class:`StoreRefused`). Both
+    are durable when this returns, so the caller may move past the batch.
 
-    One such message (a NUL character in a string: valid JSON, which PostgreSQL's text cannot
-    hold) used to make the store refuse its whole batch on every retry: the sink stopped at
-    that batch's offsets and the spool at its cursor, for good. A store that refuses more than
-    :data:`MAX_REFUSED` events (or 1 %) of one batch is refusing something else (a column type
-    every row has, after a bad migration): that raises :class:`StoreError` and nothing goes to
-    ``refused``; the caller keeps retrying the whole batch, as before, rather than drop it.
-    Halves already stored are harmless when the batch comes again: the store keeps one row per
-    event id.
+    A batch the store refuses is split in halves until each refused event stands alone; those
+    go to ``refused`` and are kept as dead letters. One such message (a NUL character in a
+    string: valid JSON, which PostgreSQL's text cannot hold) used to make the store refuse its
+    whole batch on every retry: the sink stopped at that batch's offsets and the spool at its
+    cursor, for good. A store that refuses more than :data:`MAX_REFUSED` events (or 1 %) of one
+    batch is refusing something else (a column type every row has, after a bad migration):
+    that raises :class:`StoreError` and nothing goes to ``refused``; the caller keeps retrying
+    the whole batch, as before, rather than drop it. Halves already stored, and dead letters
+    already kept, are harmless when the batch comes again: the store keeps each once.
     """
-    if not events:
-        return 0
     found: list[tuple[Envelope, StoreRefused]] = []
-    stored = await _split_insert(store, events, found, max(MAX_REFUSED, len(events) // 100))
+    stored = 0
+    if events:
+        stored = await _split_insert(store, events, found, max(MAX_REFUSED, len(events) // 100))
+    kept = [*letters, *(dead_letter(event, str(err)) for event, err in found)]
+    if kept:
+        await store.keep_dead_letters(kept)
     for event, err in found:
         refused(event, err)
     return stored
@@ -458,27 +471,29 @@ class KafkaSink:
         events, rejected = parse(groups, validate=True)
         if rejected:
             self.rejected += len(rejected)
-            self.last_rejection = rejected[-1]
+            self.last_rejection = rejected[-1].reason
             _LOGGER.warning(
-                "Analytics sink rejected %d messages, e.g.: %s", len(rejected), rejected[-1]
+                "Analytics sink rejected %d messages (kept as dead letters), e.g.: %s",
+                len(rejected),
+                rejected[-1].reason,
             )
-        task = asyncio.ensure_future(self._insert(events) if events else _zero())
+        task = asyncio.ensure_future(self._insert(events, rejected))
         return task, offsets, sum(len(values) for _, values in groups)
 
     def _refused(self, event: Envelope, err: StoreRefused) -> None:
-        """An event the store cannot hold: rejected like a schema violation (it stays in its
-        topic for as long as the topic keeps it)."""
+        """An event the store cannot hold: rejected like a schema violation, and kept as a
+        dead letter as those are."""
         self.rejected += 1
         self.last_rejection = f"the store refused event {event_id(event)}: {err}"
         _LOGGER.error("Analytics sink rejected an event: %s", self.last_rejection)
 
-    async def _insert(self, events: list[Envelope]) -> int:
-        """Retry the store until it takes the batch: the offsets wait for it."""
+    async def _insert(self, events: list[Envelope], letters: list[DeadLetter]) -> int:
+        """Retry the store until it takes the batch and its dead letters: the offsets wait."""
         backoff = 0.25
         failures = 0
         while True:
             try:
-                stored = await insert_isolating(self._store, events, self._refused)
+                stored = await insert_isolating(self._store, events, self._refused, letters)
             except StoreError as err:
                 self.last_error = str(err)
                 failures += 1
@@ -490,10 +505,6 @@ class KafkaSink:
             if failures:
                 _LOGGER.info("Analytics store write succeeded after %d failed attempts", failures)
             return stored
-
-
-async def _zero() -> int:
-    return 0
 
 
 async def _quietly(awaitable: Any) -> None:

@@ -36,8 +36,9 @@ primitive reads declared here, so SQLite and PostgreSQL answer the same numbers.
 
 from __future__ import annotations
 
+import hashlib
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -103,6 +104,7 @@ class RollupRow:
 
 ROLLUPS = (("1m", 60), ("1h", 3600))
 
+
 ALL_EVENTS_VIEW = "analytics_all_events"
 EVENT_COLUMNS = ("event_id", "type", "version", "occurred_at", "node_id", "data")
 INFERENCE_COLUMNS = (
@@ -141,13 +143,55 @@ TABLE_COLUMNS = {
 }
 """The raw tables, each with the columns a write fills (in the row builders' order)."""
 RAW_TABLES = tuple(TABLE_COLUMNS)
-COUNTABLE = frozenset({*RAW_TABLES, ALL_EVENTS_VIEW, "analytics_inference_rollup"})
+DEAD_LETTERS = "analytics_dead_letters"
+COUNTABLE = frozenset({*RAW_TABLES, ALL_EVENTS_VIEW, "analytics_inference_rollup", DEAD_LETTERS})
 """What :meth:`Store.count` counts (it names the table in its SQL: only these)."""
 
 
 Envelope = dict[str, Any] | msgspec.Struct
 """A checked event: the envelope as a dict, or a typed event from
 :mod:`~inference_server.analytics.decoding` (whose fields are the dict's keys)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message the pipeline could not store as an event, kept as it came.
+
+    A message the sink's schema check refuses (an event from a node of another release, a
+    hand-made message on our topic), a spool line that does not decode, and an event the store
+    refuses for its values (:class:`StoreRefused`) would otherwise be only counted and logged:
+    the event itself would be gone once Kafka's retention passed, or at once without Kafka.
+    Stores keep them in ``analytics_dead_letters`` for an operator to read, once per message
+    (by the SHA-256 of ``value``: a redelivered batch adds none twice), under the raw-event
+    retention.
+    """
+
+    topic: str
+    """The topic's ``<type>.v<version>``: where it came from, or what it claims to be."""
+    reason: str
+    value: bytes
+    """The message's bytes as received (a refused event: its JSON)."""
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.value).digest()
+
+    @property
+    def printable_reason(self) -> str:
+        """The reason as any text column holds it: an error that quotes the value may carry
+        the very NUL character the store refused, and a line of a broken spool any length."""
+        return self.reason.replace("\x00", "\\u0000")[:2000]
+
+
+def dead_letter(event: Envelope, reason: str) -> DeadLetter:
+    """A checked event the store refused, as a :class:`DeadLetter` of its JSON."""
+    if isinstance(event, dict):
+        topic, value = f"{event['type']}.v{event['version']}", orjson.dumps(event)
+    else:
+        typed: Any = event
+        topic, value = f"{typed.type}.v{typed.version}", msgspec.json.encode(event)
+    return DeadLetter(topic, reason, value)
+
 
 _INFERENCE_DATA = operator.itemgetter(*INFERENCE_COLUMNS[4:14])
 _POWER_DATA = operator.itemgetter(*POWER_COLUMNS[4:])
@@ -241,6 +285,10 @@ class Store(Protocol):
 
     async def insert(self, events: list[Envelope]) -> int:
         """Store validated envelopes durably (committed on return); returns rows newly added."""
+
+    async def keep_dead_letters(self, letters: Sequence[DeadLetter]) -> int:
+        """Store messages that are not events (:class:`DeadLetter`) durably, each once; returns
+        how many were new."""
 
     async def rollup(self) -> dict[str, Any]:
         """Recompute rollup buckets that received rows since the last run."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,11 @@ from typing import Any
 from inference_server.analytics.store.base import (
     ALL_EVENTS_VIEW,
     COUNTABLE,
+    DEAD_LETTERS,
     RAW_TABLES,
     ROLLUPS,
     TABLE_COLUMNS,
+    DeadLetter,
     Envelope,
     RetentionPolicy,
     RollupRow,
@@ -104,6 +106,16 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         FROM analytics_power;
         """,
     ),
+    (
+        4,
+        # Messages that are not events, kept as they came (PostgreSQL's migration 7).
+        """
+        CREATE TABLE analytics_dead_letters (
+            digest BLOB PRIMARY KEY, received_at REAL NOT NULL, topic TEXT NOT NULL,
+            reason TEXT NOT NULL, value BLOB NOT NULL);
+        CREATE INDEX analytics_dead_letters_time ON analytics_dead_letters (received_at);
+        """,
+    ),
 )
 
 
@@ -176,6 +188,20 @@ class SqliteStore:
 
         return await self._run(insert)
 
+    async def keep_dead_letters(self, letters: Sequence[DeadLetter]) -> int:
+        now = time.time()
+        rows = [(x.digest, now, x.topic, x.printable_reason, x.value) for x in letters]
+
+        def insert(db: sqlite3.Connection) -> int:
+            db.execute("BEGIN IMMEDIATE")
+            cur = db.executemany(
+                "INSERT OR IGNORE INTO analytics_dead_letters VALUES (?, ?, ?, ?, ?)", rows
+            )
+            db.execute("COMMIT")
+            return cur.rowcount
+
+        return await self._run(insert) if rows else 0
+
     async def rollup(self) -> dict[str, Any]:
         return await self._run(_rollup)
 
@@ -187,6 +213,8 @@ class SqliteStore:
             for table in RAW_TABLES:
                 cur = db.execute(f"DELETE FROM {table} WHERE occurred_at < ?", (raw_cut,))  # noqa: S608  # nosec B608
                 deleted[table] = cur.rowcount
+            cur = db.execute("DELETE FROM analytics_dead_letters WHERE received_at < ?", (raw_cut,))
+            deleted[DEAD_LETTERS] = cur.rowcount
             for resolution, days in (
                 ("1m", policy.minute_rollup_days),
                 ("1h", policy.hour_rollup_days),

@@ -164,7 +164,8 @@ def test_the_stricter_cases_fall_back_to_the_reference() -> None:
     values = [encode(current), encode(float_status), encode(_inference_v1()), encode(wrong_side)]
     events, rejected = parse([("inference.v2", values)], validate=True)
     assert [type(e) is dict for e in events] == [False, True, True]
-    assert len(rejected) == 1 and rejected[0].startswith("inference.v2: data/side: 'moon'")
+    assert len(rejected) == 1 and rejected[0].reason.startswith("inference.v2: data/side: 'moon'")
+    assert (rejected[0].topic, rejected[0].value) == ("inference.v2", values[3])
     rows = rows_by_table(events, float)["analytics_inference"]
     assert [r[7] for r in rows] == [200, 200.0, 200]
     assert [r[-1] for r in rows] == [None, None, None]  # served_for: v1 has none

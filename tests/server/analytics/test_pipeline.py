@@ -65,6 +65,24 @@ async def ids_in_db(dsn: str, prefix_ids: set[str]) -> list[str]:
     return [r[0] for r in rows]
 
 
+async def dead_letters(dsn: str) -> dict[bytes, tuple[str, str]]:
+    """Every dead letter in the database: its value → (topic, reason)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT value, topic, reason FROM analytics_dead_letters")
+    finally:
+        await conn.close()
+    return {bytes(r[0]): (r[1], r[2]) for r in rows}
+
+
+def letter_of(letters: dict[bytes, tuple[str, str]], event_id: str) -> tuple[str, str] | None:
+    """The dead letter of the event with this id, if any."""
+    for value, letter in letters.items():
+        if value.startswith(b"{") and orjson.loads(value).get("event_id") == event_id:
+            return letter
+    return None
+
+
 def kafka_node(
     tmp_path: Path, bootstrap: str, topic_prefix: str, pg_dsn: str, node_id: str
 ) -> Analytics:
@@ -318,6 +336,13 @@ async def test_schema_violations_are_rejected_with_a_clear_error(
         await wait_for(done, 120, "the sink to reject two and store one")
         assert analytics.sink is not None
         assert "inference.v1" in (analytics.sink.last_rejection or "")
+        # Both are kept as they came, with their reasons, before the offsets moved past them.
+        letters = await dead_letters(pg_dsn)
+        topic, reason = letters[b"not json"]
+        assert topic == "inference.v1"
+        assert reason.startswith("inference.v1: not JSON: invalid literal")
+        topic, reason = letters[b'{"event_id":"x","type":"inference","version":1}']
+        assert "inference.v1" in reason
     finally:
         await analytics.stop()
 
@@ -353,6 +378,8 @@ async def test_an_event_the_store_cannot_hold_is_rejected_and_the_sink_goes_on(
         assert f"the store refused event {poisoned['event_id']}" in rejection
         assert "0x00" in rejection
         assert await ids_in_db(pg_dsn, {poisoned["event_id"]}) == []
+        letter = letter_of(await dead_letters(pg_dsn), poisoned["event_id"])
+        assert letter is not None and letter[0] == "inference.v2" and "0x00" in letter[1]
         later = analytics.emit(event(99))
         await wait_for(
             lambda: _has(pg_dsn, later), 60, "an event after the rejected one to be stored"
@@ -372,7 +399,9 @@ async def test_without_kafka_such_an_event_is_skipped_and_the_spool_moves_on(
     await analytics.start()
     try:
         ids = [analytics.emit(event(i)) for i in range(20)]
-        analytics.emit(InferenceEvent(model="gem\x00ma", route="/v1/x", status=200, latency_ms=1.0))
+        poisoned = analytics.emit(
+            InferenceEvent(model="gem\x00ma", route="/v1/x", status=200, latency_ms=1.0)
+        )
         ids += [analytics.emit(event(i)) for i in range(20)]
 
         async def done() -> bool:
@@ -387,6 +416,8 @@ async def test_without_kafka_such_an_event_is_skipped_and_the_spool_moves_on(
             for sample in family.samples
         }
         assert samples["prime_spark_analytics_events_rejected_total", "store"] == 1
+        letter = letter_of(await dead_letters(pg_dsn), poisoned)
+        assert letter is not None and "0x00" in letter[1]
     finally:
         await analytics.stop()
 

@@ -5,6 +5,7 @@ SQLite is the embedded default."""
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +27,13 @@ from inference_server.analytics.events import (
 from inference_server.analytics.kafka import MAX_REFUSED, insert_isolating
 from inference_server.analytics.schema import validate_event
 from inference_server.analytics.store import RetentionPolicy, Store, StoreError, StoreRefused
-from inference_server.analytics.store.base import EVENT_COLUMNS, TABLE_COLUMNS, rows_by_table
+from inference_server.analytics.store.base import (
+    DEAD_LETTERS,
+    EVENT_COLUMNS,
+    TABLE_COLUMNS,
+    DeadLetter,
+    rows_by_table,
+)
 from inference_server.analytics.store.postgres import PG_EPOCH, PostgresStore, _ts
 from inference_server.analytics.store.sqlite import SqliteStore
 from inference_server.analytics.summary import energy_wh, summarize
@@ -48,7 +55,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         pool = s._p()
         await pool.execute(
             "TRUNCATE analytics_events, analytics_inference, analytics_power, "
-            "analytics_inference_rollup, analytics_watermarks"
+            "analytics_inference_rollup, analytics_watermarks, analytics_dead_letters"
         )
     yield s
     await s.close()
@@ -224,7 +231,7 @@ async def test_typed_events_stored_in_the_previous_layout_move_to_their_tables(
         "ALTER TABLE analytics_power DROP COLUMN version",
         "ALTER TABLE analytics_power DROP COLUMN previous_mode",
         "ALTER TABLE analytics_power DROP COLUMN source",
-        f"DELETE FROM analytics_migrations WHERE version >= {typed}",
+        f"DELETE FROM analytics_migrations WHERE version = {typed}",
     )
     events = _every_kind()
     # The previous release's rows: every event as JSON, the typed ones also in their tables.
@@ -298,6 +305,20 @@ async def test_rollups_match_the_hand_computed_fixture(store: Store) -> None:
     minutes = {(r.bucket, r.side): r for r in await store.rollups("1m", 0)}
     assert minutes[(T0, "edge")].requests == 4
     assert (await store.rollup())["new_rows"] == 0
+    # A replayed event and a new one in one run: PostgreSQL recomputes every bucket from the
+    # first to the last (SQLite the two they fell in); each bucket is what its rows say.
+    await store.insert([inference(T0 + 5, latency_ms=60), inference(NOW - 1)])
+    assert (await store.rollup())["new_rows"] == 2
+    minutes = {(r.bucket, r.side): r for r in await store.rollups("1m", 0)}
+    assert {k: r.requests for k, r in minutes.items()} == {
+        (T0, "edge"): 5,
+        (T0 + 60, "cloud"): 1,
+        (T0 + 60, "edge"): 1,
+        (NOW - 60, "edge"): 1,
+    }
+    assert minutes[(T0 + 60, "edge")].errors == 1
+    hours = {(r.bucket, r.side): r.requests for r in await store.rollups("1h", 0)}
+    assert hours == {(NOW - 3600, "edge"): 7, (NOW - 3600, "cloud"): 1}
 
 
 async def test_retention_deletes_only_what_is_older_than_the_policy(store: Store) -> None:
@@ -308,6 +329,29 @@ async def test_retention_deletes_only_what_is_older_than_the_policy(store: Store
     assert "deleted" in detail
     assert await store.count("analytics_inference") == 5
     assert await store.count() == len(FIXTURE)
+
+
+async def test_dead_letters_are_kept_once_and_go_with_the_raw_retention(store: Store) -> None:
+    """A message that is not an event, kept as it came (a NUL and all), once however often it
+    is redelivered; the reason, which may quote it, is kept as text a column can hold."""
+    letter = DeadLetter("link.v1", "bad \x00 quoted", b'{"x": "\x00"}\xff')
+    other = DeadLetter("link.v1", "not JSON", b"[")
+    assert await store.keep_dead_letters([letter, other, letter]) == 2
+    assert await store.keep_dead_letters([letter]) == 0
+    assert await store.keep_dead_letters([]) == 0
+    assert await store.count(DEAD_LETTERS) == 2
+    if isinstance(store, PostgresStore):
+        row = await store._p().fetchrow(
+            "SELECT reason, value FROM analytics_dead_letters WHERE topic = 'link.v1' "
+            "AND reason LIKE 'bad%'"
+        )
+        assert (row["reason"], bytes(row["value"])) == ("bad \\u0000 quoted", letter.value)
+    now = time.time()
+    await store.retention(RetentionPolicy(raw_days=7), now)
+    assert await store.count(DEAD_LETTERS) == 2
+    detail = await store.retention(RetentionPolicy(raw_days=7), now + 8 * 86400)
+    assert detail["deleted"][DEAD_LETTERS] == 2
+    assert await store.count(DEAD_LETTERS) == 0
 
 
 async def test_postgres_path_reports_timescale(pg_dsn: str) -> None:
@@ -512,7 +556,7 @@ async def test_a_database_of_the_previous_release_is_upgraded_in_place(tmp_path:
     store = SqliteStore(path)
     await store.open()
     try:
-        assert await store.migrations() == [1, 2, 3]
+        assert await store.migrations() == [1, 2, 3, 4]
         await store.insert(forwarded_pair(T0 + 2))
         assert (await summarize(store, "1h", now=NOW))["requests"] == 2
         assert (await store.rollup())["new_rows"] == 3
@@ -589,15 +633,29 @@ async def test_refused_events_are_isolated_and_the_rest_stored(pg_dsn: str) -> N
     store = PostgresStore(pg_dsn)
     await store.open()
     try:
-        await store._p().execute("TRUNCATE analytics_events, analytics_inference")
+        await store._p().execute(
+            "TRUNCATE analytics_events, analytics_inference, analytics_dead_letters"
+        )
         good = [inference(NOW + i) for i in range(37)]
         bad = [_with_nul(i) for i in range(3)]
         batch = good[:10] + bad[:1] + good[10:30] + bad[1:] + good[30:]
         refused: list[tuple[Any, Any]] = []
-        stored = await insert_isolating(store, batch, lambda e, err: refused.append((e, err)))
+        garbage = DeadLetter("inference.v2", "not JSON", b"\x00not json")
+        stored = await insert_isolating(
+            store, batch, lambda e, err: refused.append((e, err)), [garbage]
+        )
         assert stored == 37 and await store.count() == 37
         assert [e for e, _ in refused] == bad
         assert all(isinstance(err, StoreRefused) for _, err in refused)
+        # Kept whole: the refused events as their JSON, the message that was none as it came.
+        rows = await store._p().fetch("SELECT topic, reason, value FROM analytics_dead_letters")
+        kept = {bytes(r["value"]): (r["topic"], r["reason"]) for r in rows}
+        assert set(kept) == {garbage.value, *(orjson.dumps(e) for e in bad)}
+        reasons = [reason for value, (_, reason) in kept.items() if value != garbage.value]
+        assert all(r.startswith("PostgreSQL refused a value: ") for r in reasons), reasons
+        # The batch again (a redelivery after a crash): nothing stored or kept twice.
+        assert await insert_isolating(store, batch, lambda e, err: None, [garbage]) == 0
+        assert await store.count(DEAD_LETTERS) == 4
         # More refusals in one batch than MAX_REFUSED: not a poisoned message but something
         # systemic; the batch is kept for retries (StoreError), nothing is handed over as refused.
         many = [_with_nul(i) for i in range(MAX_REFUSED + 1)] + [inference(NOW + 100)]
@@ -606,5 +664,6 @@ async def test_refused_events_are_isolated_and_the_rest_stored(pg_dsn: str) -> N
             await insert_isolating(store, many, lambda e, err: refused.append((e, err)))
         assert not isinstance(raised.value, StoreRefused)
         assert refused == []
+        assert await store.count(DEAD_LETTERS) == 4
     finally:
         await store.close()
