@@ -22,7 +22,8 @@ while the same inference events are written in batches:
 And the scheduled rollup's wall time (``--rollup-events N``, 0 to skip), in a table of N
 events spread over 30 days written as the sink writes them (no ``VACUUM`` between):
 ``PostgresStore.rollup`` of all but the last 1,000 at once (a long outage's spool replayed:
-~43,000 minute buckets), then of the last 1,000 (the job's minute: ~150 minute buckets).
+~43,000 minute buckets), then of the last 1,000 (the job's minute: ~150 minute buckets); then
+the summary's reads for the 5 min, 1 h and 24 h windows (``totals`` and ``latency_at_rank``).
 """
 
 from __future__ import annotations
@@ -117,24 +118,33 @@ async def run(base: str, variant: str, n: int, batch: int) -> dict[str, Any]:
         await drop_db(base, name)
 
 
-async def rollup(base: str, n: int) -> tuple[float, float]:
+WINDOWS = (("5m", 300), ("1h", 3600), ("24h", 86400))
+
+
+async def rollup(base: str, n: int) -> dict[str, float]:
     """Milliseconds of the rollup of all but the last 1,000 of ``n`` events over 30 days, then
-    of those 1,000."""
+    of those 1,000; then of the summary's two reads (totals, and the p95 latency by rank) for
+    each window, from the first minute on."""
     dsn, name = await fresh_db(base)
     store = postgres.PostgresStore(dsn)
     try:
         await store.open()
-        events, start = _events(n), time.time() - 30 * 86400
+        events, now = _events(n), time.time()
         for i, event in enumerate(events):
-            event["occurred_at"] = start + i * 30 * 86400 / n
-        times = []
-        for first, last in ((0, n - 1000), (n - 1000, n)):
+            event["occurred_at"] = now - 30 * 86400 + (i + 1) * 30 * 86400 / n
+        times: dict[str, float] = {}
+        for label, first, last in (("replay", 0, n - 1000), ("minute", n - 1000, n)):
             for batch in range(first, last, 20_000):
                 await store.insert(events[batch : min(batch + 20_000, last)])
             started = time.perf_counter()
             assert (await store.rollup())["new_rows"] == last - first
-            times.append((time.perf_counter() - started) * 1000)
-        return times[0], times[1]
+            times[label] = (time.perf_counter() - started) * 1000
+        for window, seconds in WINDOWS:
+            started = time.perf_counter()
+            totals = await store.totals(now - seconds)
+            await store.latency_at_rank(now - seconds, max(1, totals.requests * 95 // 100))
+            times[window] = (time.perf_counter() - started) * 1000
+        return times
     finally:
         await store.close()
         await drop_db(base, name)
@@ -162,10 +172,15 @@ def main() -> None:
         print(f"| {variant} | {cpu} | {wall} |")
     if args.rollup_events:
         runs = [asyncio.run(rollup(base, args.rollup_events)) for _ in range(args.rounds)]
-        print(
-            f"rollup of {args.rollup_events - 1000} events over 30 days, then of 1,000 more: "
-            + " / ".join(f"{replay:.0f} ms, {minute:.1f} ms" for replay, minute in runs)
-        )
+        print(f"{args.rollup_events} events over 30 days, ms (each run):")
+        print(f"- rollup of all but the last 1,000 at once: {_each(runs, 'replay', 0)}")
+        print(f"- rollup of the last 1,000: {_each(runs, 'minute', 1)}")
+        for window, _seconds in WINDOWS:
+            print(f"- summary reads, {window} window: {_each(runs, window, 1)}")
+
+
+def _each(runs: list[dict[str, float]], key: str, digits: int) -> str:
+    return " / ".join(f"{run[key]:.{digits}f}" for run in runs)
 
 
 if __name__ == "__main__":
