@@ -18,7 +18,7 @@ typed columns: an inference event's ``peer`` reads as ``null`` when it had none,
 JSON in ``analytics_events``, as the first schema did: that row, parsed into jsonb, cost
 PostgreSQL more CPU than the typed row itself, and at tens of thousands of events a second the
 write was the largest single cost of the pipeline (bench/pg_write.py: 21-30 µs per inference
-event then, 5-7 now).
+event then, 5-7 after, 4-6 with the BRIN indexes of PostgreSQL's migration 6).
 
 Counting a forwarded request once: a node that forwards a request to a Prime Spark peer records
 the client's request (side ``cloud``); the peer records the work it did, marked ``served_for``
