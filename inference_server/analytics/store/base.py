@@ -104,7 +104,6 @@ class RollupRow:
 
 ROLLUPS = (("1m", 60), ("1h", 3600))
 
-
 ALL_EVENTS_VIEW = "analytics_all_events"
 EVENT_COLUMNS = ("event_id", "type", "version", "occurred_at", "node_id", "data")
 INFERENCE_COLUMNS = (

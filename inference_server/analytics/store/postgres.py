@@ -148,9 +148,9 @@ WHERE am.amname = 'brin' AND (i.indrelid = 'analytics_inference'::regclass OR i.
 """Summarise the page ranges written since the last run, in every BRIN index of the request
 table and its hypertable chunks. ``autosummarize`` asks autovacuum to, but its queue holds 256
 requests (at 50k rows/s some 20 ranges fill each second, and the rest are dropped) and it runs
-when autovacuum next wakes: an unsummarised range matches every query, so the per-bucket scans
-below each read all of them; the rollup of 999k rows over 30 days without this ran for minutes
-instead of seconds."""
+when autovacuum next wakes; an unsummarised range matches every query, so the rollup's range
+read would read all of them. bench/pg_write.py's rollup of the last 1,000 of 1M rows: 20-26 ms
+with this, 42-145 ms without (in pairs); it costs the 999k-row replay's run ~0.6 s."""
 
 ROLLUP_SQL = """
 INSERT INTO analytics_inference_rollup
