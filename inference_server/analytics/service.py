@@ -403,6 +403,7 @@ class Analytics:
                 "sink_stored": self.sink.stored if self.sink else None,
                 "sink_rejected": self.sink.rejected if self.sink else None,
                 "sink_last_rejection": self.sink.last_rejection if self.sink else None,
+                "dead_letters_kept": self.store.dead_letters_kept,
             },
             "jobs": self.scheduler.status(),
         }
@@ -442,6 +443,12 @@ class AnalyticsCollector(Collector):
         )
         delivered.add_metric([a.delivery.destination], a.delivered)
         yield from (emitted, rejected, dropped, delivered)
+        kept = CounterMetricFamily(
+            p + "dead_letters_kept",
+            "Rejected or refused messages this process kept in analytics_dead_letters",
+        )
+        kept.add_metric([], a.store.dead_letters_kept)
+        yield kept
         if a.sink is not None:
             stored = CounterMetricFamily(p + "sink_rows_stored", "Rows the Kafka sink added")
             stored.add_metric([], a.sink.stored)

@@ -273,6 +273,10 @@ def _data_getter(
 class Store(Protocol):
     """What the sink, the jobs and the query API need from a database."""
 
+    dead_letters_kept: int
+    """Dead letters this process added (:meth:`keep_dead_letters`' new ones): the health API's
+    and ``/metrics``' count, so an operator knows there is something in the table to read."""
+
     @property
     def kind(self) -> str:
         """``sqlite``, ``postgresql``, ``timescaledb`` or ``timescaledb-apache`` (the licence)."""

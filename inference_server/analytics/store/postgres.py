@@ -269,6 +269,7 @@ class PostgresStore:
         self.timescale = False
         self.license: str | None = None
         self.replayed_batches = 0
+        self.dead_letters_kept = 0
         """Batches that overlapped stored events and went the idempotent way."""
 
     @property
@@ -419,7 +420,9 @@ class PostgresStore:
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
             raise StoreError(f"PostgreSQL: {err}") from err
-        return int(status.rsplit(" ", 1)[-1])
+        added = int(status.rsplit(" ", 1)[-1])
+        self.dead_letters_kept += added
+        return added
 
     async def rollup(self) -> dict[str, Any]:
         async with self._p().acquire() as conn:

@@ -124,6 +124,7 @@ class SqliteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.dead_letters_kept = 0
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
 
@@ -200,7 +201,9 @@ class SqliteStore:
             db.execute("COMMIT")
             return cur.rowcount
 
-        return await self._run(insert) if rows else 0
+        added = await self._run(insert) if rows else 0
+        self.dead_letters_kept += added
+        return added
 
     async def rollup(self) -> dict[str, Any]:
         return await self._run(_rollup)

@@ -343,6 +343,7 @@ async def test_schema_violations_are_rejected_with_a_clear_error(
         assert reason.startswith("inference.v1: not JSON: invalid literal")
         topic, reason = letters[b'{"event_id":"x","type":"inference","version":1}']
         assert "inference.v1" in reason
+        assert analytics.health()["events"]["dead_letters_kept"] == 2
     finally:
         await analytics.stop()
 
@@ -380,6 +381,7 @@ async def test_an_event_the_store_cannot_hold_is_rejected_and_the_sink_goes_on(
         assert await ids_in_db(pg_dsn, {poisoned["event_id"]}) == []
         letter = letter_of(await dead_letters(pg_dsn), poisoned["event_id"])
         assert letter is not None and letter[0] == "inference.v2" and "0x00" in letter[1]
+        assert analytics.health()["events"]["dead_letters_kept"] == 1
         later = analytics.emit(event(99))
         await wait_for(
             lambda: _has(pg_dsn, later), 60, "an event after the rejected one to be stored"
@@ -416,6 +418,7 @@ async def test_without_kafka_such_an_event_is_skipped_and_the_spool_moves_on(
             for sample in family.samples
         }
         assert samples["prime_spark_analytics_events_rejected_total", "store"] == 1
+        assert samples["prime_spark_analytics_dead_letters_kept_total", None] == 1
         letter = letter_of(await dead_letters(pg_dsn), poisoned)
         assert letter is not None and "0x00" in letter[1]
     finally:

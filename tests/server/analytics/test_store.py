@@ -340,6 +340,7 @@ async def test_dead_letters_are_kept_once_and_go_with_the_raw_retention(store: S
     assert await store.keep_dead_letters([letter]) == 0
     assert await store.keep_dead_letters([]) == 0
     assert await store.count(DEAD_LETTERS) == 2
+    assert store.dead_letters_kept == 2
     if isinstance(store, PostgresStore):
         row = await store._p().fetchrow(
             "SELECT reason, value FROM analytics_dead_letters WHERE topic = 'link.v1' "
