@@ -269,8 +269,8 @@ class PostgresStore:
         self.timescale = False
         self.license: str | None = None
         self.replayed_batches = 0
-        self.dead_letters_kept = 0
         """Batches that overlapped stored events and went the idempotent way."""
+        self.dead_letters_kept = 0
 
     @property
     def kind(self) -> str:
