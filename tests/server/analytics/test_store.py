@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ import asyncpg
 import orjson
 import pytest
 
+from bench.analytics import drop_db, fresh_db
 from inference_server.analytics.events import (
     InferenceEvent,
     LinkEvent,
@@ -382,18 +382,19 @@ async def test_postgres_path_reports_timescale(pg_dsn: str) -> None:
 
 @asynccontextmanager
 async def fresh_database(pg_dsn: str, *settings: str) -> AsyncIterator[str]:
-    """A database of the test's own (``settings``: ``ALTER DATABASE … SET`` clauses, which its
-    sessions then start with), dropped afterwards."""
-    name = f"ps_store_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(pg_dsn)
-    await admin.execute(f"CREATE DATABASE {name}")
+    """A database of the test's own (the benches' :func:`fresh_db` and :func:`drop_db`;
+    ``settings``: ``ALTER DATABASE … SET`` clauses, which its sessions then start with)."""
+    dsn, name = await fresh_db(pg_dsn)
     try:
-        for setting in settings:
-            await admin.execute(f"ALTER DATABASE {name} SET {setting}")
-        yield f"{pg_dsn.rsplit('/', 1)[0]}/{name}"
+        admin = await asyncpg.connect(pg_dsn)
+        try:
+            for setting in settings:
+                await admin.execute(f"ALTER DATABASE {name} SET {setting}")
+        finally:
+            await admin.close()
+        yield dsn
     finally:
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        await admin.close()
+        await drop_db(pg_dsn, name)
 
 
 async def test_plain_postgres_path_without_timescale(pg_dsn: str) -> None:
