@@ -35,18 +35,12 @@ from inference_server.analytics.events import (
     sink_topics,
 )
 from inference_server.analytics.jobs import Scheduler
-from inference_server.analytics.kafka import (
-    DeliveryError,
-    KafkaDelivery,
-    KafkaSink,
-    StoreDelivery,
-)
+from inference_server.analytics.kafka import DeliveryError, KafkaDelivery, StoreDelivery
 from inference_server.analytics.queue import EmitQueue
 from inference_server.analytics.schema import validate_event, validate_own_event
+from inference_server.analytics.sink_process import SinkConfig, SinkProcess, StoreSpec
 from inference_server.analytics.spool import Batch, Spool, line_head
-from inference_server.analytics.store import RetentionPolicy, Store
-from inference_server.analytics.store.postgres import PostgresStore
-from inference_server.analytics.store.sqlite import SqliteStore
+from inference_server.analytics.store import RetentionPolicy
 from inference_server.analytics.summary import summarize
 from inference_server.config import AnalyticsSettings
 
@@ -74,10 +68,12 @@ producer to a third of its rate, bench/RESULTS.md)."""
 HealthSampler = Callable[[], NodeHealthEvent]
 
 
-def make_store(settings: AnalyticsSettings, data_dir: Path) -> Store:
+def store_spec(settings: AnalyticsSettings, data_dir: Path) -> StoreSpec:
+    """The node's store: PostgreSQL when configured, else the embedded SQLite file."""
     if settings.postgres_dsn:
-        return PostgresStore(settings.postgres_dsn, timescale=settings.timescale)
-    return SqliteStore(settings.sqlite_path or data_dir / "analytics" / "analytics.sqlite3")
+        return StoreSpec(postgres_dsn=settings.postgres_dsn, timescale=settings.timescale)
+    path = settings.sqlite_path or data_dir / "analytics" / "analytics.sqlite3"
+    return StoreSpec(sqlite_path=str(path))
 
 
 class Analytics:
@@ -98,7 +94,8 @@ class Analytics:
         self.node_id = node_id
         """Checked once here: events built on this node are not checked for it again."""
         self._heads: dict[tuple[str, int], bytes] = {}
-        self.store = make_store(settings, data_dir)
+        spec = store_spec(settings, data_dir)
+        self.store = spec.new_store()
         self.spool = Spool(
             settings.spool_dir or data_dir / "analytics" / "spool",
             max_bytes=settings.spool_max_mb * 1024 * 1024,
@@ -114,13 +111,17 @@ class Analytics:
             )
         else:
             self.delivery = StoreDelivery(self.store, self._count_skipped, self._store_refused)
-        self.sink: KafkaSink | None = None
+        self.sink: SinkProcess | None = None
+        """The Kafka sink, in a worker process of its own (sink_process.py says why)."""
         if settings.kafka_bootstrap and settings.sink:
-            self.sink = KafkaSink(
-                settings.kafka_bootstrap,
-                topics=sink_topics(settings.topic_prefix),
-                group_id=settings.consumer_group,
-                store=self.store,
+            self.sink = SinkProcess(
+                SinkConfig(
+                    bootstrap=settings.kafka_bootstrap,
+                    topics=sink_topics(settings.topic_prefix),
+                    group_id=settings.consumer_group,
+                    store=spec,
+                    log_level=logging.getLogger().getEffectiveLevel(),
+                )
             )
         self.scheduler = Scheduler()
         self._health_sampler = health_sampler
@@ -352,6 +353,11 @@ class Analytics:
         return await summarize(self.store, window)
 
     @property
+    def dead_letters_kept(self) -> int:
+        """Kept by this process's store (the spool's way) and by the sink worker's."""
+        return self.store.dead_letters_kept + (self.sink.dead_letters_kept if self.sink else 0)
+
+    @property
     def kafka_connected(self) -> bool | None:
         if not self.settings.kafka_bootstrap:
             return None
@@ -403,7 +409,8 @@ class Analytics:
                 "sink_stored": self.sink.stored if self.sink else None,
                 "sink_rejected": self.sink.rejected if self.sink else None,
                 "sink_last_rejection": self.sink.last_rejection if self.sink else None,
-                "dead_letters_kept": self.store.dead_letters_kept,
+                "dead_letters_kept": self.dead_letters_kept,
+                "sink_restarts": self.sink.restarts if self.sink else None,
             },
             "jobs": self.scheduler.status(),
         }
@@ -445,14 +452,18 @@ class AnalyticsCollector(Collector):
         yield from (emitted, rejected, dropped, delivered)
         kept = CounterMetricFamily(
             p + "dead_letters_kept",
-            "Rejected or refused messages this process kept in analytics_dead_letters",
+            "Rejected or refused messages this node kept in analytics_dead_letters",
         )
-        kept.add_metric([], a.store.dead_letters_kept)
+        kept.add_metric([], a.dead_letters_kept)
         yield kept
         if a.sink is not None:
             stored = CounterMetricFamily(p + "sink_rows_stored", "Rows the Kafka sink added")
             stored.add_metric([], a.sink.stored)
-            yield stored
+            restarts = CounterMetricFamily(
+                p + "sink_restarts", "Sink worker processes started again after one ended"
+            )
+            restarts.add_metric([], a.sink.restarts)
+            yield from (stored, restarts)
         for name, doc, value in (
             ("spool_backlog_events", "Events in the spool not yet delivered", a.spool.backlog),
             ("spool_bytes", "Bytes the spool holds on disk", a.spool.size_bytes),

@@ -8,6 +8,9 @@ only ever used with topic names unique to the test.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,6 +27,7 @@ from inference_server.analytics import Analytics, EventSchemaError, InferenceEve
 from inference_server.analytics.events import envelope, sink_topics, topic_name
 from inference_server.analytics.kafka import KafkaSink
 from inference_server.analytics.service import AnalyticsCollector
+from inference_server.analytics.sink_process import WORKER_COMMAND, SinkConfig, StoreSpec
 from inference_server.analytics.store.postgres import PostgresStore
 from inference_server.config import AnalyticsSettings
 from tests.server.server_process import free_port
@@ -254,6 +258,90 @@ async def _true(value: bool) -> bool:
     return value
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_sink_worker_killed_is_started_again_and_nothing_is_lost(
+    tmp_path: Path, kafka_bootstrap: str, pg_dsn: str, topic_prefix: str
+) -> None:
+    """The sink runs in a worker process of its own (sink_process.py). SIGKILLed mid-stream,
+    it is started again, resumes from the committed offsets, and every event is stored once;
+    the restart shows in health and metrics, and no worker outlives the node's analytics."""
+    analytics = kafka_node(tmp_path, kafka_bootstrap, topic_prefix, pg_dsn, "node-w")
+    await analytics.start()
+    try:
+        sink = analytics.sink
+        assert sink is not None
+        emitted = {analytics.emit(event(i)) for i in range(1000)}
+        await wait_for(lambda: _stored_some(pg_dsn, emitted), 60, "the first events")
+        killed = sink.pid
+        assert killed is not None and killed != os.getpid()
+        os.kill(killed, signal.SIGKILL)
+        emitted |= {analytics.emit(event(i)) for i in range(1000, 3000)}
+        await wait_for(
+            lambda: _true(sink.restarts == 1 and sink.pid not in (None, killed)),
+            60,
+            "a new sink worker",
+        )
+        await wait_for(lambda: _count_is(pg_dsn, emitted, 3000), 120, "every event, once")
+        await wait_for(
+            lambda: _true(sink.connected and sink.stored > 0), 60, "the new worker to report"
+        )
+        health = analytics.health()
+        assert health["events"]["sink_restarts"] == 1
+        assert health["kafka"]["sink_connected"] is True
+        assert sink.stored <= 3000  # the killed worker's last writes may go unreported
+        metrics = {m.name: m for m in AnalyticsCollector(analytics).collect()}
+        assert metrics["prime_spark_analytics_sink_restarts"].samples[0].value == 1
+        worker = sink.pid
+        assert worker is not None
+    finally:
+        await analytics.stop()
+    assert not _alive(worker)
+    assert sink.pid is None
+
+
+async def test_sink_worker_says_why_it_cannot_store_and_ends_with_its_server(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The worker started by hand as the server starts it: with PostgreSQL unreachable it
+    reports why in its status (the events wait in Kafka), and when its stdin closes, as the
+    kernel closes it when the server dies, it ends on its own."""
+    config = SinkConfig(
+        bootstrap=kafka_bootstrap,
+        topics=sink_topics(topic_prefix),
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        store=StoreSpec(postgres_dsn=f"postgresql://u:secret@127.0.0.1:{free_port()}/db"),
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *WORKER_COMMAND,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        proc.stdin.write(config.to_line())
+        await proc.stdin.drain()
+        status: dict[str, Any] = {}
+        async with asyncio.timeout(30):
+            while not (status.get("last_error") or "").startswith("store:"):
+                status = json.loads(await proc.stdout.readline())
+        assert status["connected"] is False and status["stored"] == 0
+        proc.stdin.close()
+        async with asyncio.timeout(15):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def _count_is(dsn: str, ids: set[str], n: int) -> bool:
     return len(await ids_in_db(dsn, ids)) == n
 
@@ -343,7 +431,11 @@ async def test_schema_violations_are_rejected_with_a_clear_error(
         assert reason.startswith("inference.v1: not JSON: invalid literal")
         topic, reason = letters[b'{"event_id":"x","type":"inference","version":1}']
         assert "inference.v1" in reason
-        assert analytics.health()["events"]["dead_letters_kept"] == 2
+        await wait_for(  # the sink worker reports its numbers every 0.2 s
+            lambda: _true(analytics.health()["events"]["dead_letters_kept"] == 2),
+            10,
+            "the sink worker to report its dead letters",
+        )
     finally:
         await analytics.stop()
 
@@ -381,7 +473,11 @@ async def test_an_event_the_store_cannot_hold_is_rejected_and_the_sink_goes_on(
         assert await ids_in_db(pg_dsn, {poisoned["event_id"]}) == []
         letter = letter_of(await dead_letters(pg_dsn), poisoned["event_id"])
         assert letter is not None and letter[0] == "inference.v2" and "0x00" in letter[1]
-        assert analytics.health()["events"]["dead_letters_kept"] == 1
+        await wait_for(  # the sink worker reports its numbers every 0.2 s
+            lambda: _true(analytics.health()["events"]["dead_letters_kept"] == 1),
+            10,
+            "the sink worker to report its dead letters",
+        )
         later = analytics.emit(event(99))
         await wait_for(
             lambda: _has(pg_dsn, later), 60, "an event after the rejected one to be stored"
