@@ -13,18 +13,20 @@ into PostgreSQL, on the same broker in the same run.
   (c) the sink alone: a consumer group reading (b)'s N events into a fresh PostgreSQL database
       (COPY straight into each event type's table), timed from the moment its consumer holds
       every partition until all N rows are there;
-  (d) end to end in one process: emit → spool → Kafka → sink → PostgreSQL, timed from the
-      first emit (the topics made and the sink joined, as on a running node) until the N-th
-      row is stored;
+  (d) end to end on one node: its server process (emit → spool → Kafka) and its sink worker
+      process (Kafka → PostgreSQL), timed from the first emit (the topics made and the sink
+      joined, as on a running node) until the N-th row is stored;
   (e) the embedded default: emit → spool → SQLite;
   (f) end to end as two nodes on this machine (two processes, as the add-on runs on an edge
       node with ``sink: false`` and a node with the database): one emits, the other's sink
       writes; timed as (d).
 
 Every path checks that exactly N distinct events arrived (zero lost, zero duplicated). Each
-path also reports the CPU per event of this process (for (a): the JVM), of PostgreSQL and of
+path also reports the CPU per event of our processes (for (a): the JVM), of PostgreSQL and of
 the Kafka broker, and the rate the machine's CPUs would bound it to if all of them did nothing
-else: what no tuning of one process can beat.
+else: what no tuning of one process can beat. (c) and (d) also report the longest stalls of
+the event loop that runs the sink (c) or the server's emitting (d): what a request the node
+serves meanwhile may wait.
 Usage (from the repo root, with ``scripts/services start`` done)::
 
     eval "$(scripts/services env)"
@@ -61,6 +63,7 @@ from inference_server.analytics import Analytics, InferenceEvent
 from inference_server.analytics.events import encode, envelope_data, sink_topics
 from inference_server.analytics.kafka import KafkaSink
 from inference_server.analytics.requests import InferenceRecord, inference_data
+from inference_server.analytics.sink_process import SinkProcess
 from inference_server.analytics.store.postgres import PostgresStore
 from inference_server.config import COMPRESSIONS, AnalyticsSettings
 
@@ -256,10 +259,40 @@ async def create_topics(bootstrap: str, prefix: str) -> list[str]:
     return topics
 
 
-async def joined(sink: KafkaSink, topics: list[str]) -> None:
+async def joined(sink: KafkaSink | SinkProcess, topics: list[str]) -> None:
     """Until the sink's consumer has joined its group and holds every partition (one per topic,
     :func:`create_topics`): joining is not throughput either."""
     await wait(lambda: _true(sink.partitions >= len(topics)), limit=60)
+
+
+class LoopStalls:
+    """How late the running loop wakes a task that sleeps :attr:`STEP` seconds at a time: each
+    lateness is a stall, time in which any other task on that loop (a request handler) waits."""
+
+    STEP = 0.005
+
+    async def __aenter__(self) -> LoopStalls:
+        self.stalls: list[float] = []
+        self._task = asyncio.create_task(self._probe())
+        return self
+
+    async def _probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(self.STEP)
+            self.stalls.append(loop.time() - start - self.STEP)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    def result(self) -> dict[str, float]:
+        ordered = sorted(self.stalls) or [0.0]
+        return {
+            "stall_p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
+            "stall_max_ms": 1000 * ordered[-1],
+        }
 
 
 async def sink_only(bootstrap: str, prefix: str, n: int, dsn: str) -> dict[str, Any]:
@@ -275,16 +308,19 @@ async def sink_only(bootstrap: str, prefix: str, n: int, dsn: str) -> dict[str, 
     task = asyncio.create_task(sink.run())
     try:
         await joined(sink, topics)
-        start = time.perf_counter()
-        await wait(lambda: _true(sink.stored >= n))
-        seconds = time.perf_counter() - start
+        async with LoopStalls() as stalls:
+            start = time.perf_counter()
+            await wait(lambda: _true(sink.stored >= n))
+            seconds = time.perf_counter() - start
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         kind = store.kind
         await store.close()
     rows = await count_rows(dsn)
-    return {"rate": n / seconds, "seconds": seconds, "rows": rows, "store": kind}
+    return {"rate": n / seconds, "seconds": seconds, "rows": rows, "store": kind} | (
+        stalls.result()
+    )
 
 
 async def end_to_end(
@@ -302,13 +338,15 @@ async def end_to_end(
         sink = analytics.sink
         assert sink is not None
         await joined(sink, topics)
-        start = time.perf_counter()
-        await emit_requests(analytics, n)
-        await wait(lambda: _true(sink.stored >= n))
-        seconds = time.perf_counter() - start
+        async with LoopStalls() as stalls:
+            start = time.perf_counter()
+            await emit_requests(analytics, n)
+            await wait(lambda: _true(sink.stored >= n))
+            seconds = time.perf_counter() - start
     finally:
         await analytics.stop()
-    return {"rate": n / seconds, "seconds": seconds, "rows": await count_rows(dsn)}
+    rows = await count_rows(dsn)
+    return {"rate": n / seconds, "seconds": seconds, "rows": rows} | stalls.result()
 
 
 def _sink_node(
@@ -458,17 +496,22 @@ def main() -> None:
                 sink = asyncio.run(sink_only(bootstrap, prefix, n, dsn))
             sink.update(cpu_c)
             print(
-                f"(c) sink → {sink['store']}: {sink['rate']:.0f} events/s, {sink['rows']} rows",
+                f"(c) sink → {sink['store']}: {sink['rate']:.0f} events/s, {sink['rows']} rows; "
+                f"{stalls_text(sink)}",
                 flush=True,
             )
         finally:
             asyncio.run(drop_db(pg, name))
         dsn, name = asyncio.run(fresh_db(pg))
         try:
-            with CpuMeter(n) as cpu_d:
+            with CpuMeter(n, both=True) as cpu_d:  # the sink worker is a child
                 e2e = asyncio.run(end_to_end(bootstrap, prefix + "e2e", n, dsn, tmp, codec))
             e2e.update(cpu_d)
-            print(f"(d) end to end: {e2e['rate']:.0f} events/s, {e2e['rows']} rows", flush=True)
+            print(
+                f"(d) end to end: {e2e['rate']:.0f} events/s, {e2e['rows']} rows; "
+                f"{stalls_text(e2e)}",
+                flush=True,
+            )
         finally:
             asyncio.run(drop_db(pg, name))
         dsn, name = asyncio.run(fresh_db(pg))
@@ -508,6 +551,13 @@ def main() -> None:
         )
 
 
+def stalls_text(result: dict[str, Any]) -> str:
+    return (
+        f"the loop's stalls: p99 {result['stall_p99_ms']:.1f} ms, "
+        f"longest {result['stall_max_ms']:.1f} ms"
+    )
+
+
 def write_results(
     out: Path,
     n: int,
@@ -544,7 +594,7 @@ def write_results(
             lost["c"],
         ),
         (
-            "(d) end to end, one process: emit → Kafka → sink → PostgreSQL",
+            "(d) end to end, one node: emit → Kafka → its sink worker → PostgreSQL",
             e2e,
             e2e["seconds"],
             e2e["rows"],
@@ -572,14 +622,14 @@ def write_results(
         f"- machine: {os.cpu_count()} CPUs, {platform.platform()}, "
         f"Python {platform.python_version()}, {versions}; Kafka 4.4.0 (the shared KRaft broker)",
         f"- load average (1 min) at the start: {load:.1f}, at the end: {os.getloadavg()[0]:.1f}"
-        " (the machine is shared: rates move with the load; CPU µs per event of the bench"
-        " process moves much less)",
+        " (the machine is shared: rates move with the load; CPU µs per event of our"
+        " processes moves much less)",
         f"- {n} events of {size} bytes (an inference event as encoded); both producers: acks=all,"
         f" idempotence, {codec}, linger 20 ms, 512 KiB batches",
         f"- command: `{command} --events {n} --compression {codec} --out bench/RESULTS.md`",
         "",
-        "| path | events/s | seconds | rows in store (distinct) | lost | CPU µs/event: this"
-        " process (a: the JVM) | PostgreSQL | Kafka broker | all | bound: CPUs / all, events/s |",
+        "| path | events/s | seconds | rows in store (distinct) | lost | CPU µs/event: our"
+        " processes (a: the JVM) | PostgreSQL | Kafka broker | all | bound: CPUs / all, events/s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     cores = os.cpu_count() or 1
@@ -598,6 +648,10 @@ def write_results(
         "",
         f"Ratio (b)/(a), ours vs ProducerPerformance: **{ratio:.3f}**. Issue goals: ≥ 100k "
         "events/s produced, ≥ 50k/s end to end, zero lost.",
+        "",
+        f"Stalls of the event loop (a task's lateness waking from 5 ms sleeps): (c), the sink in "
+        f"the loop, {stalls_text(sink)}; (d), the server's loop with the sink in its worker, "
+        f"{stalls_text(e2e)}.",
         "",
     ]
     text = out.read_text(encoding="utf-8") if out.exists() else "# Prime Spark benchmark results\n"
