@@ -362,6 +362,17 @@ def event_id(event: Envelope) -> str:
     return str(event["event_id"] if isinstance(event, dict) else getattr(event, "event_id", "?"))
 
 
+FETCH_MIN_BYTES = 256 * 1024
+"""What the broker gathers (compressed: ~10,000 inference events) before it answers a fetch,
+unless :data:`FETCH_MAX_WAIT_MS` passes first. With Kafka's default, one byte, a sink that
+kept up took whatever had arrived, a few hundred to 2,000 events, and wrote each such batch in
+a transaction of its own: 81-101 batches for 300k events, against 24-32 with this.
+bench/analytics.py (d), six pairs of runs in turns: 41.3-53.7k events/s (median 49.8k) with
+it, 40.2-51.1k (46.3k) without. An event waits at most 200 ms more at the broker: nothing, for
+rollups that run every minute."""
+FETCH_MAX_WAIT_MS = 200
+
+
 class KafkaSink:
     """Consumer group → store, committing offsets only after the rows are durable.
 
@@ -411,6 +422,8 @@ class KafkaSink:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 metadata_max_age_ms=5000,
+                fetch_min_bytes=FETCH_MIN_BYTES,
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             )
             self._consumer = consumer
             try:

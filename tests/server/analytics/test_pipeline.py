@@ -235,9 +235,12 @@ async def test_sink_killed_resumes_from_committed_offsets_without_duplicates(
         second = KafkaSink(kafka_bootstrap, topics=topics, group_id=group, store=store)
         task = asyncio.create_task(second.run())
         try:
-            await wait_for(
-                lambda: _count_is(pg_dsn, emitted, 2000), 120, "the second sink to finish"
-            )
+
+            async def finished() -> bool:  # rows durable, then the offsets committed
+                done = second.consumed >= 2000 - first.consumed
+                return done and await _count_is(pg_dsn, emitted, 2000)
+
+            await wait_for(finished, 120, "the second sink to finish")
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
