@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -281,8 +282,9 @@ async def _open_then_run(store: Store, sink: KafkaSink, status: SinkStatus) -> N
             await store.open()
             break
         except Exception as err:
+            log = _LOGGER.debug if status.last_error else _LOGGER.warning
             status.last_error = f"store: {err}"
-            _LOGGER.warning("Analytics sink worker cannot open the store (%s); retrying", err)
+            log("Analytics sink worker cannot open the store (%s); retrying", err)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, STORE_RETRY_MAX_SECONDS)
     status.last_error = None
@@ -339,5 +341,7 @@ async def _main() -> None:
 
 
 def main() -> None:
-    """The worker's entry point (:data:`WORKER_COMMAND`)."""
+    """The worker's entry point (:data:`WORKER_COMMAND`). Ctrl-C in a terminal reaches the
+    whole process group: the server stops the worker (by closing its stdin), in order."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     asyncio.run(_main())
