@@ -497,7 +497,7 @@ def main() -> None:
             sink.update(cpu_c)
             print(
                 f"(c) sink → {sink['store']}: {sink['rate']:.0f} events/s, {sink['rows']} rows; "
-                f"{stalls_text(sink)}",
+                f"the loop's stalls {stalls_text(sink)}",
                 flush=True,
             )
         finally:
@@ -509,7 +509,7 @@ def main() -> None:
             e2e.update(cpu_d)
             print(
                 f"(d) end to end: {e2e['rate']:.0f} events/s, {e2e['rows']} rows; "
-                f"{stalls_text(e2e)}",
+                f"the loop's stalls {stalls_text(e2e)}",
                 flush=True,
             )
         finally:
@@ -552,10 +552,7 @@ def main() -> None:
 
 
 def stalls_text(result: dict[str, Any]) -> str:
-    return (
-        f"the loop's stalls: p99 {result['stall_p99_ms']:.1f} ms, "
-        f"longest {result['stall_max_ms']:.1f} ms"
-    )
+    return f"p99 {result['stall_p99_ms']:.1f} ms, longest {result['stall_max_ms']:.1f} ms"
 
 
 def write_results(
@@ -649,8 +646,8 @@ def write_results(
         f"Ratio (b)/(a), ours vs ProducerPerformance: **{ratio:.3f}**. Issue goals: ≥ 100k "
         "events/s produced, ≥ 50k/s end to end, zero lost.",
         "",
-        f"Stalls of the event loop (a task's lateness waking from 5 ms sleeps): (c), the sink in "
-        f"the loop, {stalls_text(sink)}; (d), the server's loop with the sink in its worker, "
+        f"Stalls of the event loop (a task's lateness waking from 5 ms sleeps): (c), the sink on "
+        f"the loop: {stalls_text(sink)}; (d), the server's loop, the sink in its worker: "
         f"{stalls_text(e2e)}.",
         "",
     ]
