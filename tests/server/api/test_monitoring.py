@@ -22,6 +22,7 @@ METRIC = re.compile(r"\bprime_spark_[a-z0-9_]+")
 KAFKA_ONLY = {
     "prime_spark_analytics_kafka_connected",
     "prime_spark_analytics_sink_rows_stored_total",
+    "prime_spark_analytics_sink_restarts_total",
 }
 
 
