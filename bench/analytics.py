@@ -17,9 +17,9 @@ into PostgreSQL, on the same broker in the same run.
       process (Kafka → PostgreSQL), timed from the first emit (the topics made and the sink
       joined, as on a running node) until the N-th row is stored;
   (e) the embedded default: emit → spool → SQLite;
-  (f) end to end as two nodes on this machine (two processes, as the add-on runs on an edge
-      node with ``sink: false`` and a node with the database): one emits, the other's sink
-      writes; timed as (d).
+  (f) end to end as two nodes on this machine (as the add-on runs on an edge node with
+      ``sink: false`` and a node with the database): one node's process emits, the other
+      node's sink worker writes; timed as (d).
 
 Every path checks that exactly N distinct events arrived (zero lost, zero duplicated). Each
 path also reports the CPU per event of our processes (for (a): the JVM), of PostgreSQL and of
@@ -352,9 +352,10 @@ async def end_to_end(
 def _sink_node(
     bootstrap: str, prefix: str, n: int, dsn: str, tmp: Path, ready: Any, done: Any
 ) -> None:
-    """(f)'s second node, in its own process: a server's analytics with the sink and
-    PostgreSQL, emitting nothing. Puts the time its sink stored the N-th row on ``done``
-    (``perf_counter`` is the system's monotonic clock, the same in both processes)."""
+    """(f)'s second node, in its own process: a server's analytics with the sink (in its
+    worker, a child of this process) and PostgreSQL, emitting nothing. Puts the time its sink
+    stored the N-th row on ``done`` (``perf_counter`` is the system's monotonic clock, the same
+    in every process)."""
 
     async def run() -> None:
         analytics = await started_node(
