@@ -58,7 +58,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import processes_cpu_seconds
+from bench.common import percentile, processes_cpu_seconds
 from inference_server.analytics import Analytics, InferenceEvent
 from inference_server.analytics.events import encode, envelope_data, sink_topics
 from inference_server.analytics.kafka import KafkaSink
@@ -290,7 +290,7 @@ class LoopStalls:
     def result(self) -> dict[str, float]:
         ordered = sorted(self.stalls) or [0.0]
         return {
-            "stall_p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
+            "stall_p99_ms": 1000 * percentile(ordered, 0.99),
             "stall_max_ms": 1000 * ordered[-1],
         }
 
