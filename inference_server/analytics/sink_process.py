@@ -257,10 +257,9 @@ async def work(config: SinkConfig, commands: asyncio.StreamReader) -> None:
     """The worker's life: open the store, run the sink, report, stop at ``commands``' end."""
     store = config.store.new_store()
     sink = KafkaSink(config.bootstrap, topics=config.topics, group_id=config.group_id, store=store)
-    status = SinkStatus()
     tasks = [
-        asyncio.create_task(_open_then_run(store, sink, status)),
-        asyncio.create_task(_report_status(sink, store, status)),
+        asyncio.create_task(_open_then_run(store, sink)),
+        asyncio.create_task(_report_status(sink, store)),
     ]
     try:
         await commands.read()  # EOF: the server closed our stdin, or it is gone
@@ -270,28 +269,28 @@ async def work(config: SinkConfig, commands: asyncio.StreamReader) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await store.close()
-        _write_status(_status_of(sink, store, status))
+        _write_status(_status_of(sink, store))
 
 
-async def _open_then_run(store: Store, sink: KafkaSink, status: SinkStatus) -> None:
+async def _open_then_run(store: Store, sink: KafkaSink) -> None:
     """The store first: the sink would take events it cannot write yet. While it is down,
-    the events wait in Kafka, and the status says why."""
+    the events wait in Kafka, and the sink's ``last_error`` (so the status) says why."""
     backoff = 0.25
     while True:
         try:
             await store.open()
             break
         except Exception as err:
-            log = _LOGGER.debug if status.last_error else _LOGGER.warning
-            status.last_error = f"store: {err}"
+            log = _LOGGER.debug if sink.last_error else _LOGGER.warning
+            sink.last_error = f"store: {err}"
             log("Analytics sink worker cannot open the store (%s); retrying", err)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, STORE_RETRY_MAX_SECONDS)
-    status.last_error = None
+    sink.last_error = None
     await sink.run()
 
 
-def _status_of(sink: KafkaSink, store: Store, status: SinkStatus) -> SinkStatus:
+def _status_of(sink: KafkaSink, store: Store) -> SinkStatus:
     return SinkStatus(
         connected=sink.connected,
         partitions=sink.partitions,
@@ -300,7 +299,7 @@ def _status_of(sink: KafkaSink, store: Store, status: SinkStatus) -> SinkStatus:
         rejected=sink.rejected,
         dead_letters_kept=store.dead_letters_kept,
         last_rejection=_cut(sink.last_rejection),
-        last_error=_cut(sink.last_error or status.last_error),
+        last_error=_cut(sink.last_error),
     )
 
 
@@ -308,10 +307,10 @@ def _cut(text: str | None) -> str | None:
     return text if text is None or len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + "…"
 
 
-async def _report_status(sink: KafkaSink, store: Store, status: SinkStatus) -> None:
+async def _report_status(sink: KafkaSink, store: Store) -> None:
     last: SinkStatus | None = None
     while True:
-        now = _status_of(sink, store, status)
+        now = _status_of(sink, store)
         if now != last:
             _write_status(now)
             last = now
